@@ -1,0 +1,381 @@
+"""Where a dataset's raw table comes from: a local path, a URL pinned by sha256, or a file shipped
+inside an installed Python package; for the `fetch` rule and for anyone loading a dataset by hand.
+
+A `source` config entry is one of
+
+    {type: path, path: data/x.csv, format?: csv|tsv|fasta, sha256?, member?}
+    {type: url, url: https://...|file://..., sha256: <64 hex>, format?, member?, mirror_path?}
+    {type: package, package: B3DB, resource: B3DB_regression.tsv, format?, sha256?}
+    {parts: [{<one of the above>, part: train}, {..., part: test}]}
+
+plus the read options of `io.read_raw_table` (header, skip_rows, columns). `member` picks one file
+inside a .zip. Package resources are located through the import system's *spec* of the package,
+which finds its folder without running the package's code (B3DB's `__init__` imports pandas and
+more; modlamp's imports scikit-learn).
+
+URL sources never trust the network: a local mirror folder (config `mirror`, overridden by the
+environment variable BIOMOL_DL_MIRROR) is consulted first, downloads are cached under
+`<cache_dir>/<sha256>/<basename>`, and every file, mirror copy and cached download alike, must
+match the pinned sha256 or the fetch fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from biomol_dl.io import DataError, read_raw_table
+from biomol_dl.logutil import get
+
+log = get(__name__)
+
+MIRROR_ENV = "BIOMOL_DL_MIRROR"
+DOWNLOAD_TIMEOUT_S = 60
+_EXTENSIONS = {"csv": "csv", "tsv": "tsv", "tab": "tsv", "fasta": "fasta", "fa": "fasta"}
+_FORMATS = ("csv", "tsv", "fasta")
+_READ_OPTIONS = ("header", "skip_rows", "columns")
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mirror_folders(mirror: str | Path | Iterable[str | Path] | None) -> list[Path]:
+    """The mirror folders to consult, in order: $BIOMOL_DL_MIRROR (os.pathsep-separated) when set,
+    else the config value (one folder or a list)."""
+    env = os.environ.get(MIRROR_ENV, "")
+    if env.strip():
+        return [Path(p) for p in env.split(os.pathsep) if p.strip()]
+    if not mirror:
+        return []
+    if isinstance(mirror, str | Path):
+        return [Path(mirror)]
+    return [Path(m) for m in mirror if m]
+
+
+def source_label(source: dict) -> str:
+    """A short human name for a (single) source: its path, URL or package:resource."""
+    kind = source.get("type")
+    if kind == "path":
+        label = str(source.get("path"))
+    elif kind == "url":
+        label = str(source.get("url"))
+    elif kind == "package":
+        label = f"package {source.get('package')}:{source.get('resource')}"
+    else:
+        label = f"source {source!r}"
+    return f"{label}!{source['member']}" if source.get("member") else label
+
+
+def source_format(source: dict) -> str:
+    """csv | tsv | fasta: `format` when given, else from the file (or zip member) extension;
+    always csv for a multi-part source (the parts are concatenated into one CSV)."""
+    if "parts" in source:
+        return "csv"
+    fmt = source.get("format")
+    if fmt is None:
+        location = source.get("member") or source.get("path") or source.get("resource") or ""
+        if not location and source.get("url"):
+            location = urllib.parse.urlparse(source["url"]).path
+        ext = PurePosixPath(str(location)).suffix.lower().lstrip(".")
+        fmt = _EXTENSIONS.get(ext, "csv")
+    if fmt not in _FORMATS:
+        raise DataError(
+            f"{source_label(source)}: unsupported format {fmt!r}; supported: {', '.join(_FORMATS)}"
+        )
+    return fmt
+
+
+def read_options(source: dict) -> dict[str, Any]:
+    """The io.read_raw_table options (header, skip_rows, columns) for the *fetched* raw file.
+
+    A multi-part source's raw file is the CSV that `fetch_dataset` wrote, with a plain header, so
+    the parts' own options do not apply to it.
+    """
+    if "parts" in source:
+        return {}
+    return {k: source[k] for k in _READ_OPTIONS if source.get(k) is not None}
+
+
+def resolve_source(
+    source: dict, *, mirror: str | Iterable[str] | None, cache_dir: str | Path
+) -> Path:
+    """A local, sha256-verified file for a single source (a zip member is extracted first)."""
+    path, _ = _resolve(source, mirror=mirror, cache_dir=Path(cache_dir))
+    return path
+
+
+def fetch_dataset(
+    source: dict,
+    out_raw: str | Path,
+    out_provenance: str | Path,
+    *,
+    mirror: str | Iterable[str] | None,
+    cache_dir: str | Path,
+) -> dict:
+    """Write the raw table to `out_raw` and its provenance JSON to `out_provenance`; return it.
+
+    A single source's bytes are copied unchanged. A multi-part source's parts are read, checked to
+    have the same columns, and written as one CSV with an added column `part`.
+    """
+    out_raw, out_provenance, cache_dir = Path(out_raw), Path(out_provenance), Path(cache_dir)
+    out_raw.parent.mkdir(parents=True, exist_ok=True)
+    fmt = source_format(source)
+    if "parts" in source:
+        provenance = _fetch_parts(source, out_raw, mirror=mirror, cache_dir=cache_dir)
+    else:
+        path, provenance = _resolve(source, mirror=mirror, cache_dir=cache_dir)
+        shutil.copyfile(path, out_raw)
+    provenance.update(
+        format=fmt, raw=str(out_raw), raw_sha256=sha256_of(out_raw), bytes=out_raw.stat().st_size
+    )
+    out_provenance.parent.mkdir(parents=True, exist_ok=True)
+    out_provenance.write_text(json.dumps(provenance, indent=2) + "\n")
+    log.info("fetched %s -> %s (%d bytes)", provenance["origin"], out_raw, provenance["bytes"])
+    return provenance
+
+
+def _fetch_parts(source: dict, out_raw: Path, *, mirror: Any, cache_dir: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    parts = source["parts"]
+    if not isinstance(parts, list) or not parts:
+        raise DataError("source parts: expected a non-empty list of sources")
+    # Read options given beside `parts` apply to every part unless the part overrides them.
+    shared = {k: source[k] for k in _READ_OPTIONS if k in source}
+    tables, records, first = [], [], None
+    for i, part in enumerate(parts):
+        if "parts" in part:
+            raise DataError(f"source parts[{i}]: parts cannot be nested")
+        name = part.get("part")
+        if not name:
+            raise DataError(f"source parts[{i}] ({source_label(part)}): missing `part` name")
+        path, record = _resolve(part, mirror=mirror, cache_dir=cache_dir)
+        fmt = source_format(part)
+        options = {**shared, **read_options(part)}
+        table = read_raw_table(path, fmt, display_name=record["file"], **options)
+        if "part" in table.columns:
+            raise DataError(f"{record['file']}: already has a column named 'part'")
+        if first is None:
+            first = (record["file"], list(table.columns))
+        elif list(table.columns) != first[1]:
+            raise DataError(
+                f"{record['file']}: columns {list(table.columns)} differ from those of "
+                f"{first[0]} {first[1]}; parts must share one header"
+            )
+        table["part"] = str(name)
+        tables.append(table)
+        records.append({**record, "part": str(name), "rows": len(table)})
+    combined = pd.concat(tables, ignore_index=True)
+    combined.to_csv(out_raw, index=False)
+    return {
+        "type": "parts",
+        "origin": " + ".join(r["origin"] for r in records),
+        "parts": records,
+        "rows": len(combined),
+    }
+
+
+def _resolve(source: dict, *, mirror: Any, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(local verified file, provenance record) for one single source."""
+    if not isinstance(source, dict):
+        raise DataError(f"source: expected a mapping, got {source!r}")
+    if "parts" in source:
+        raise DataError("source with parts: resolve each part (fetch_dataset does this)")
+    kind = source.get("type")
+    if kind == "path":
+        path, record = _resolve_path(source)
+    elif kind == "url":
+        path, record = _resolve_url(source, mirror=mirror, cache_dir=cache_dir)
+    elif kind == "package":
+        path, record = _resolve_package(source)
+    else:
+        raise DataError(f"source {source!r}: type must be path, url or package (or give parts)")
+    member = source.get("member")
+    if member:
+        path = _extract_member(path, str(member), record["sha256"], cache_dir, record["file"])
+        record.update(
+            member=member, member_sha256=sha256_of(path), file=f"{record['file']}!{member}"
+        )
+    return path, record
+
+
+def _resolve_path(source: dict) -> tuple[Path, dict[str, Any]]:
+    if not source.get("path"):
+        raise DataError(f"source {source!r}: type path needs `path`")
+    path = Path(source["path"])
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (source type path, relative to {Path.cwd()})")
+    actual = _verify(path, source.get("sha256"), str(path))
+    return path, {"type": "path", "origin": str(path), "file": str(path), "sha256": actual}
+
+
+def _resolve_package(source: dict) -> tuple[Path, dict[str, Any]]:
+    package, resource = source.get("package"), source.get("resource")
+    if not package or not resource:
+        raise DataError(f"source {source!r}: type package needs `package` and `resource`")
+    if "." in package:
+        # find_spec("a.b") imports "a"; the contract is to locate without running package code.
+        raise DataError(
+            f"package {package}:{resource}: give the top-level package name and put the "
+            f"sub-folder in resource (e.g. package: {package.split('.')[0]}, "
+            f"resource: {'/'.join(package.split('.')[1:])}/{resource})"
+        )
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise DataError(
+            f"package {package}:{resource}: Python package {package!r} is not installed in this "
+            "environment (install the distribution that ships it)"
+        )
+    locations = list(spec.submodule_search_locations or [])
+    if not locations:
+        raise DataError(f"package {package}:{resource}: {package!r} is a module, not a package")
+    rel = PurePosixPath(resource)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise DataError(f"package {package}:{resource}: resource must be a path inside the package")
+    for folder in locations:
+        candidate = Path(folder, *rel.parts)
+        if candidate.is_file():
+            label = f"package {package}:{resource}"
+            actual = _verify(candidate, source.get("sha256"), label)
+            record = {
+                "type": "package",
+                "origin": label,
+                "file": str(candidate),
+                "sha256": actual,
+                "package": package,
+                "resource": resource,
+                **_distribution(package),
+            }
+            return candidate, record
+    raise DataError(f"package {package}:{resource}: no file {resource!r} in {', '.join(locations)}")
+
+
+def _distribution(package: str) -> dict[str, str]:
+    """Which installed distribution provides `package` and its version (read from metadata only)."""
+    from importlib import metadata
+
+    names = metadata.packages_distributions().get(package, [])
+    if not names:
+        return {}
+    return {"distribution": names[0], "version": metadata.version(names[0])}
+
+
+def _resolve_url(source: dict, *, mirror: Any, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    url, expected = source.get("url"), source.get("sha256")
+    if not url:
+        raise DataError(f"source {source!r}: type url needs `url`")
+    if not expected or len(str(expected)) != 64:
+        raise DataError(f"{url}: a url source must pin its content with sha256 (64 hex digits)")
+    expected = str(expected).lower()
+    basename = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    basename = basename or "download"
+    record: dict[str, Any] = {"type": "url", "origin": url, "mirror_used": False}
+
+    relative = source.get("mirror_path") or basename
+    for folder in mirror_folders(mirror):
+        candidate = folder / relative
+        if candidate.is_file():
+            # A mirror copy with the wrong content is an error, not a reason to download.
+            _verify(candidate, expected, str(candidate))
+            log.info("%s: using mirror copy %s", url, candidate)
+            record.update(mirror_used=True, file=str(candidate), sha256=expected)
+            return candidate, record
+
+    cached = cache_dir / expected / basename
+    if cached.is_file():
+        actual = sha256_of(cached)
+        if actual != expected:
+            raise DataError(
+                f"{cached}: sha256 mismatch for cached download of {url}: expected {expected}, "
+                f"got {actual}; delete the file to download it again"
+            )
+        log.info("%s: using cached download %s", url, cached)
+        record.update(file=str(cached), sha256=expected, cached=True)
+        return cached, record
+
+    _download(url, cached, expected, relative, mirror)
+    record.update(file=str(cached), sha256=expected, cached=False)
+    return cached, record
+
+
+def _download(url: str, target: Path, expected: str, mirror_relative: str, mirror: Any) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s", url)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        tmp.unlink(missing_ok=True)
+        reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
+        folders = ", ".join(map(str, mirror_folders(mirror))) or "none configured"
+        raise DataError(
+            f"{url}: download failed ({' '.join(str(reason).split())}); without network, put the "
+            f"file at <mirror>/{mirror_relative} in a mirror folder (config `mirror` or "
+            f"{MIRROR_ENV}=<folder>; consulted: {folders})"
+        ) from None
+    actual = digest.hexdigest()
+    if actual != expected:
+        bad = target.with_name(target.name + ".sha256-mismatch")
+        tmp.replace(bad)
+        raise DataError(
+            f"{url}: sha256 mismatch: expected {expected}, got {actual} (download kept as {bad})"
+        )
+    tmp.replace(target)
+
+
+def _verify(path: Path, expected: str | None, label: str) -> str:
+    """The file's sha256; DataError when `expected` is given and differs."""
+    actual = sha256_of(path)
+    if expected and actual != str(expected).lower():
+        raise DataError(f"{label}: sha256 mismatch: expected {expected}, got {actual}")
+    return actual
+
+
+def _extract_member(
+    archive: Path, member: str, archive_sha: str, cache_dir: Path, label: str
+) -> Path:
+    rel = PurePosixPath(member)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise DataError(f"{label}: member {member!r} must be a relative path inside the archive")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+            if member not in names:
+                files = [n for n in names if not n.endswith("/")]
+                shown = ", ".join(files[:12]) + (" ..." if len(files) > 12 else "")
+                raise DataError(f"{label}: no member {member!r} in the zip; it holds: {shown}")
+            target = cache_dir / archive_sha / "members" / Path(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Extract through a temporary name so an interrupted run never leaves half a file.
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+            with os.fdopen(fd, "wb") as out, zf.open(member) as src:
+                shutil.copyfileobj(src, out)
+            Path(tmp_name).replace(target)
+            return target
+    except zipfile.BadZipFile:
+        raise DataError(
+            f"{label}: not a zip archive, but the source names a member {member!r}"
+        ) from None

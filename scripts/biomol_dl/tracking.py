@@ -1,0 +1,1045 @@
+"""MLflow tracking of every rule: the only module of biomol-dl that imports mlflow.
+
+For rule-script authors and for the Snakefile. A rule script wraps its work in
+
+    with tracking.job_run(snakemake) as run:      # or job_run(rule=, wildcards=, params=, ...)
+        fit(..., log_metrics=run.log_metrics)     # one log_metrics({...}, step=epoch) per epoch
+        run.log_metrics({"test_rmse": 0.61})      # final metrics
+        run.log_artifact("results/.../metrics.json")
+
+and the Snakefile calls `workflow_start(config)` in `onstart:` and `workflow_end(...)` in
+`onsuccess:` / `onerror:`. Library code only ever sees the `JobRun` (or its `log_metrics`).
+
+Hierarchy. `workflow_start` opens one run per workflow invocation in `<prefix>/workflow` and,
+under it, one run per configured dataset in `<prefix>/<dataset>` (the MLflow UI nests runs only
+within one experiment). Each job opens a child run in its dataset's experiment (jobs without a
+`dataset` wildcard go to `<prefix>/workflow`), named by rule and wildcards, tagged
+`mlflow.parentRunId` (the dataset's workflow run) and `biomol_dl.workflow_run_id` (the top run).
+Run ids reach jobs through environment variables, which local jobs inherit and SLURM jobs get
+through `sbatch --export=ALL`: BIOMOL_DL_PARENT_RUN_ID and BIOMOL_DL_PARENT_RUNS (JSON,
+experiment name -> run id); so does the absolute tracking URI (MLFLOW_TRACKING_URI).
+
+Job tags: rule, `wildcard.<name>`, Snakemake job id, host, pid, user, git commit + dirty flag of
+the workflow's repository, config hash, SLURM_JOB_ID, `input.<name>.path`, and after the body
+`output.<name>.path` / `output.<name>.sha256` (checkpoints are referenced this way, never
+uploaded). Params: the rule's params, flattened (`model.params.lr`). A body that raises ends the
+run FAILED with `biomol_dl.error` and an `error.txt` artifact (traceback); SIGTERM preemption
+and other SystemExit / KeyboardInterrupt end it KILLED.
+
+Lineage (choice: tags in the store, not a sidecar index, so it works the same against a shared
+`mlflow server` and shows in the UI). Every finished job tags `produced.<sha256>` = the output's
+absolute path. A consumer hashes its inputs and, per input, looks up the most recent FINISHED run
+carrying that tag (same path first, then same content anywhere under the prefix), tagging
+`lineage.<input>.sha256`, `lineage.<input>.run_id` and `lineage.<input>.rule`. `lineage(run_id)`
+walks a model's run back through featurization, split and validation to the raw data's hash.
+Hashes are cached by (path, size, mtime) in a small SQLite file (BIOMOL_DL_HASH_CACHE, default
+results/mlflow/sha256_cache.sqlite), so a large feature file is hashed once, not once per
+consumer; files over BIOMOL_DL_HASH_MAX_MB (default 8192) are not hashed and tagged as skipped.
+
+Stores. Default: sqlite:///results/mlflow/mlflow.db under the workflow's working directory
+(artifacts in results/mlflow/artifacts), made absolute for jobs. `tracking.uri` in the config or
+MLFLOW_TRACKING_URI selects another store, e.g. http://host:5000 for `mlflow server`. SQLite
+under many writers: the schema is created once, under a file lock (a fresh store created by
+several processes at once loses runs to "table ... already exists"), experiments for every
+configured dataset are created in `workflow_start` before any job, experiment creation is
+create-or-get, and every store call is retried with jittered backoff on "database is locked"
+(MLflow already sets a 20 s SQLite busy timeout per session). Unreachable store: fail fast
+(choice). `job_run` and `workflow_start` check the store before any work (HTTP GET /health with a
+BIOMOL_DL_TRACKING_TIMEOUT second timeout, default 10; for SQLite, opening it) and raise
+`TrackingUnavailable` with a one-line message. If the store goes away later, in the middle of a
+training run, logging warns once and is switched off for that job: hours of training are not
+thrown away for lost metrics, and the run is marked KILLED by the next `workflow_start`.
+
+Stale runs. `workflow_start` marks RUNNING runs under the prefix KILLED when their process is
+gone: on this host, when the recorded pid no longer runs (or now belongs to a younger process);
+a job whose workflow run has ended or is itself stale; runs from other hosts only when older
+than BIOMOL_DL_STALE_HOURS (default 24; a job's own final status still overwrites KILLED).
+`workflow_end` marks its own still-RUNNING jobs KILLED and ends the workflow runs.
+
+Off switch: BIOMOL_DL_TRACKING=0 (or `tracking.enabled: false`) makes every call a no-op.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import random
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("biomol_dl.tracking")
+
+DEFAULT_URI = "sqlite:///results/mlflow/mlflow.db"
+DEFAULT_PREFIX = "biomol-dl"
+WORKFLOW_EXPERIMENT = "workflow"
+
+ENV_TRACKING = "BIOMOL_DL_TRACKING"
+ENV_URI = "MLFLOW_TRACKING_URI"
+ENV_PARENT = "BIOMOL_DL_PARENT_RUN_ID"
+ENV_PARENTS = "BIOMOL_DL_PARENT_RUNS"
+ENV_PREFIX = "BIOMOL_DL_EXPERIMENT_PREFIX"
+ENV_CONFIG_HASH = "BIOMOL_DL_CONFIG_HASH"
+ENV_GIT_COMMIT = "BIOMOL_DL_GIT_COMMIT"
+ENV_GIT_DIRTY = "BIOMOL_DL_GIT_DIRTY"
+ENV_HASH_CACHE = "BIOMOL_DL_HASH_CACHE"
+ENV_HASH_MAX_MB = "BIOMOL_DL_HASH_MAX_MB"
+ENV_TIMEOUT = "BIOMOL_DL_TRACKING_TIMEOUT"
+ENV_RETRIES = "BIOMOL_DL_TRACKING_RETRIES"
+ENV_STALE_HOURS = "BIOMOL_DL_STALE_HOURS"
+ENV_ARTIFACT_MAX_MB = "BIOMOL_DL_ARTIFACT_MAX_MB"
+
+TAG_KIND = "biomol_dl.kind"  # workflow | dataset_workflow | job
+TAG_WORKFLOW = "biomol_dl.workflow_run_id"
+TAG_HOST = "biomol_dl.host"
+TAG_PID = "biomol_dl.pid"
+TAG_ERROR = "biomol_dl.error"
+TAG_PARENT = "mlflow.parentRunId"
+
+_MAX_PARAM = 6000
+_MAX_TAG = 8000
+_BATCH = 100  # MLflow's limit on params / tags per log_batch
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow store cannot be reached or used; the message is one line naming the URI."""
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+def enabled() -> bool:
+    """False when BIOMOL_DL_TRACKING is 0 / false / off / no (set by the user or the config)."""
+    return os.environ.get(ENV_TRACKING, "1").strip().lower() not in {"0", "false", "off", "no"}
+
+
+def tracking_uri(config: Mapping | None = None, workdir: str | Path | None = None) -> str:
+    """The store: config `tracking.uri`, else MLFLOW_TRACKING_URI, else the local SQLite default.
+
+    A relative SQLite path is made absolute against `workdir` (default: the current directory),
+    so a job running elsewhere (another cwd, a SLURM node) writes to the same database.
+    """
+    configured = ((config or {}).get("tracking") or {}).get("uri")
+    uri = configured or os.environ.get(ENV_URI) or DEFAULT_URI
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        base, _, query = uri.removeprefix("sqlite:///").partition("?")
+        absolute = (Path(workdir or os.getcwd()) / base).resolve()
+        uri = f"sqlite:///{absolute}" + (f"?{query}" if query else "")
+    return uri
+
+
+def experiment_prefix(config: Mapping | None = None) -> str:
+    configured = ((config or {}).get("tracking") or {}).get("experiment_prefix")
+    return configured or os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX
+
+
+def experiment_name(dataset: str | None = None, prefix: str | None = None) -> str:
+    """`<prefix>/<dataset>`, or `<prefix>/workflow` for workflow runs and dataset-less jobs."""
+    return f"{prefix or experiment_prefix()}/{dataset or WORKFLOW_EXPERIMENT}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").partition("?")[0])
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+# --------------------------------------------------------------------------------------------
+# Store access: health check, schema creation under a lock, retries
+
+
+def _is_transient(exc: BaseException) -> bool:
+    code = getattr(exc, "error_code", None)
+    if code in {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}:
+        return True
+    message = str(exc).lower()
+    return "database is locked" in message or "database table is locked" in message
+
+
+def _retry(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call fn, retrying "database is locked"-like errors with jittered exponential backoff."""
+    attempts = max(1, int(_env_float(ENV_RETRIES, 10)))
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not _is_transient(exc):
+                raise
+            delay = min(0.1 * 2**attempt, 5.0) * random.uniform(0.5, 1.5)
+            logger.debug("transient MLflow error (%s); retry %d in %.2fs", exc, attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def _unavailable(uri: str, reason: Any) -> TrackingUnavailable:
+    reason = " ".join(str(reason).split())[:300]
+    return TrackingUnavailable(
+        f"biomol-dl tracking: MLflow store {uri} is unavailable ({reason}); start it or point "
+        f"tracking.uri / {ENV_URI} at a reachable store, or set {ENV_TRACKING}=0 to run untracked"
+    )
+
+
+def check_store(uri: str | None = None, timeout: float | None = None) -> None:
+    """Raise TrackingUnavailable unless the store answers (HTTP: GET /health; SQLite: open it)."""
+    uri = uri or tracking_uri()
+    timeout = timeout if timeout is not None else _env_float(ENV_TIMEOUT, 10.0)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise _unavailable(uri, f"/health answered HTTP {resp.status}")
+        except urllib.error.HTTPError as exc:
+            raise _unavailable(uri, f"/health answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise _unavailable(uri, getattr(exc, "reason", exc)) from None
+    else:
+        _client(uri)
+
+
+def _client(uri: str) -> Any:
+    """An MlflowClient for `uri`, the store's schema created once (under a lock for SQLite)."""
+    if uri in _CLIENTS:
+        return _CLIENTS[uri]
+    from mlflow import MlflowClient
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # compute nodes have no internet
+    try:
+        path = _sqlite_path(uri)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _file_lock(path.with_name(path.name + ".lock")):
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                _retry(client.search_experiments, max_results=1)  # creates / checks the schema
+        else:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except Exception as exc:
+        raise _unavailable(uri, f"{type(exc).__name__}: {exc}") from None
+    _CLIENTS[uri] = client
+    return client
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): rely on the retries
+        yield
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # some network file systems refuse flock: rely on the retries
+            logger.debug("no lock on %s: %s", path, exc)
+        yield
+
+
+def get_or_create_experiment(client: Any, name: str, uri: str | None = None) -> str:
+    """The experiment id for `name`, creating it if needed; safe when processes race to create.
+
+    For SQLite stores, new experiments keep their artifacts beside the database
+    (<db folder>/artifacts/<name>), whatever the creating process's working directory.
+    """
+    from mlflow.exceptions import MlflowException
+
+    path = _sqlite_path(uri or "")
+    location = (path.parent / "artifacts" / name).as_uri() if path else None
+    for _ in range(5):
+        exp = _retry(client.get_experiment_by_name, name)
+        if exp is not None:
+            if exp.lifecycle_stage != "active":
+                raise TrackingUnavailable(
+                    f"biomol-dl tracking: experiment {name!r} is deleted in {uri}; restore it "
+                    f"(`mlflow experiments restore`) or choose another {ENV_PREFIX}"
+                )
+            return exp.experiment_id
+        try:
+            return _retry(client.create_experiment, name, artifact_location=location)
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "exists" not in str(exc):
+                raise
+            # Another process created it between our lookup and create: look it up again.
+    raise TrackingUnavailable(f"biomol-dl tracking: could not create or find experiment {name!r}")
+
+
+def _prefix_experiment_ids(client: Any, prefix: str) -> list[str]:
+    exps = _retry(client.search_experiments, filter_string=f"name LIKE '{prefix}/%'")
+    return [e.experiment_id for e in exps if e.name.startswith(f"{prefix}/")]
+
+
+def _search_all(client: Any, experiment_ids: Sequence[str], filter_string: str) -> list[Any]:
+    if not experiment_ids:
+        return []
+    runs, token = [], None
+    while True:
+        page = _retry(client.search_runs, list(experiment_ids), filter_string, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# --------------------------------------------------------------------------------------------
+# Hashes and provenance
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a file, cached by (path, size, mtime); None for files over the size limit."""
+    p = Path(path)
+    st = p.stat()
+    if st.st_size > _env_float(ENV_HASH_MAX_MB, 8192) * 2**20:
+        return None
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    cached = _hash_cache(key)
+    if cached:
+        return cached
+    digest = hashlib.sha256()
+    with open(p, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    _hash_cache(key, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _hash_cache(key: tuple[str, int, int], value: str | None = None) -> str | None:
+    # A cache only: any problem with it (locked, read-only, corrupt) means hashing again.
+    db = Path(os.environ.get(ENV_HASH_CACHE) or "results/mlflow/sha256_cache.sqlite")
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(db, timeout=30)) as conn, conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS files "
+                "(path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
+            )
+            if value is not None:
+                conn.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (*key, value))
+                return value
+            row = conn.execute(
+                "SELECT sha256 FROM files WHERE path = ? AND size = ? AND mtime_ns = ?", key
+            ).fetchone()
+            return row[0] if row else None
+    except (sqlite3.Error, OSError) as exc:
+        logger.debug("sha256 cache %s unusable: %s", db, exc)
+        return None
+
+
+def git_state(repo: str | Path | None = None) -> tuple[str, str]:
+    """(commit, dirty) of the workflow's repository: ("unknown", "unknown") without git."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip())
+        return out.stdout
+
+    try:
+        git("rev-parse", "--show-toplevel")
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return "unknown", "unknown"  # no git, or not a repository (an installed package)
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        commit = "none"  # a repository without commits yet
+    try:
+        dirty = "true" if git("status", "--porcelain").strip() else "false"
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        dirty = "unknown"
+    return commit, dirty
+
+
+def _process_tags() -> dict[str, str]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = "unknown"
+    tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), "mlflow.user": user}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
+
+
+def _process_alive(pid: int, run_start_ms: int) -> bool:
+    """True if `pid` runs here and is not a younger process that reused the number."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:  # Linux: compare the process's start time with the run's
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started <= run_start_ms / 1000 + 2
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
+# --------------------------------------------------------------------------------------------
+# Names and values
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _key(name: Any) -> str:
+    """A valid MLflow param / metric / tag key (alphanumerics, _ - . space / :)."""
+    key = re.sub(r"[^\w.\-/ :]", "_", str(name))[:250] or "_"
+    norm = posixpath.normpath(key)
+    if norm != key or norm == "." or norm.startswith(("..", "/")):
+        key = re.sub(r"^[./]+", "_", key.replace("/", "_"))
+    return key
+
+
+def _names(smk: Any, attr: str) -> dict[str, Any]:
+    obj = getattr(smk, attr, None)
+    if obj is None:
+        return {}
+    items = dict(obj.items()) if hasattr(obj, "items") else {}
+    return {k: v for k, v in items.items() if not str(k).startswith("_")}
+
+
+def _files(obj: Any) -> dict[str, str | list[str]]:
+    """Named files of a Snakemake input/output (unnamed ones by position), a mapping or a list."""
+    if obj is None:
+        return {}
+    if isinstance(obj, (str, os.PathLike)):
+        return {"0": str(obj)}
+    if isinstance(obj, Mapping):
+        items = list(obj.items())
+    elif hasattr(obj, "_allitems"):
+        items = list(obj._allitems())
+    else:
+        items = [(None, v) for v in obj]
+    out: dict[str, str | list[str]] = {}
+    for position, (name, value) in enumerate(items):
+        if name is not None and str(name).startswith("_"):
+            continue
+        name = str(position) if name is None else str(name)
+        if isinstance(value, (str, os.PathLike)):
+            out[name] = str(value)
+        else:
+            out[name] = [str(v) for v in value]
+    return out
+
+
+def _each_file(files: Mapping[str, str | list[str]]) -> Iterator[tuple[str, str]]:
+    for name, value in files.items():
+        if isinstance(value, str):
+            yield name, value
+        else:
+            for i, path in enumerate(value):
+                yield f"{name}.{i}", path
+
+
+def _digest_tag(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "directory"
+    if not p.exists():
+        return "missing"
+    return file_sha256(p) or f"skipped (over {os.environ.get(ENV_HASH_MAX_MB, 8192)} MB)"
+
+
+# --------------------------------------------------------------------------------------------
+# One job's run
+
+
+class JobRun:
+    """One MLflow run for one Snakemake job, or a no-op when tracking is off.
+
+    Logging during the body never kills a job: after retries, a failing store call is
+    reported once as a warning and later calls are skipped.
+    """
+
+    def __init__(
+        self, client: Any | None = None, run_id: str | None = None, experiment_id: str | None = None
+    ):
+        self._client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._params: dict[str, str] = {}
+
+    @property
+    def active(self) -> bool:
+        return self._client is not None and self.run_id is not None
+
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> None:
+        if not self.active:
+            return
+        try:
+            _retry(getattr(self._client, method), self.run_id, *args, **kwargs)
+        except Exception as exc:
+            logger.warning(
+                "MLflow %s failed for run %s (%s: %s); tracking is off for the rest of this job",
+                what,
+                self.run_id,
+                type(exc).__name__,
+                " ".join(str(exc).split())[:300],
+            )
+            self._client = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params, flattened (`model.params.lr`); a key logged twice keeps its first value."""
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        new = []
+        for key, value in _flatten(params).items():
+            key, text = _key(key), str(value)[:_MAX_PARAM]
+            if key in self._params:
+                if self._params[key] != text:
+                    logger.warning(
+                        "param %s already logged as %r; ignoring %r", key, self._params[key], text
+                    )
+                continue
+            self._params[key] = text
+            new.append(Param(key, text))
+        for i in range(0, len(new), _BATCH):
+            self._call("log_params", "log_batch", params=new[i : i + _BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log a dict of metrics in one batch (call once per epoch with step=epoch)."""
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = []
+        for key, value in metrics.items():
+            if value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                logger.warning("metric %s=%r is not a number; not logged", key, value)
+                continue
+            batch.append(Metric(_key(key), number, now, int(step or 0)))
+        if batch:
+            self._call("log_metrics", "log_batch", metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(_key(k), str(v)[:_MAX_TAG]) for k, v in tags.items()]
+        for i in range(0, len(items), _BATCH):
+            self._call("set_tags", "log_batch", tags=items[i : i + _BATCH])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a small file (metrics, predictions, plots, model card).
+
+        Files over BIOMOL_DL_ARTIFACT_MAX_MB (default 50) are referenced by path and sha256
+        tags instead: Snakemake owns results/, MLflow keeps metadata.
+        """
+        p = Path(path)
+        if not self.active:
+            return
+        if not p.is_file():
+            logger.warning("artifact %s does not exist; not logged", p)
+            return
+        if p.stat().st_size > _env_float(ENV_ARTIFACT_MAX_MB, 50) * 2**20:
+            self.log_checkpoint(p, name=p.name)
+            return
+        self._call("log_artifact", "log_artifact", str(p), artifact_path)
+
+    def log_checkpoint(self, path: str | Path, name: str = "model") -> None:
+        """Reference a large file (a checkpoint) by absolute path, size and sha256 tags."""
+        p = Path(path).resolve()
+        self.set_tags(
+            {
+                f"checkpoint.{name}.path": p,
+                f"checkpoint.{name}.bytes": p.stat().st_size if p.exists() else "missing",
+                f"checkpoint.{name}.sha256": _digest_tag(str(p)),
+            }
+        )
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.active:
+            self._call("log_text", "log_text", text, artifact_file)
+
+    def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
+        """Log a dict as a JSON or YAML artifact (by the file's extension), e.g. a resolved config."""
+        if self.active:
+            self._call("log_dict", "log_dict", dict(obj), artifact_file)
+
+    def _terminate(self, status: str) -> None:
+        if self.active:
+            self._call("set_terminated", "set_terminated", status)
+
+
+def _run_name(rule: str, wildcards: Mapping[str, Any]) -> str:
+    return " ".join([rule, *[f"{k}={v}" for k, v in sorted(wildcards.items())]])
+
+
+def _parent_for(experiment: str) -> str | None:
+    try:
+        parents = json.loads(os.environ.get(ENV_PARENTS) or "{}")
+    except json.JSONDecodeError:
+        parents = {}
+    return parents.get(experiment) or os.environ.get(ENV_PARENT) or None
+
+
+@contextmanager
+def job_run(
+    smk: Any = None,
+    *,
+    rule: str | None = None,
+    wildcards: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    inputs: Any = None,
+    outputs: Any = None,
+    experiment: str | None = None,
+) -> Iterator[JobRun]:
+    """Open a child run for one job; FINISHED, FAILED (body raised) or KILLED (SIGTERM) at exit.
+
+    smk: the Snakemake `snakemake` object; rule, wildcards, params, inputs and outputs are read
+      from it unless given. inputs / outputs: Snakemake Namedlists, {name: path or [paths]} or a
+      list of paths. experiment: overrides `<prefix>/<dataset wildcard>`.
+    Raises TrackingUnavailable before the body runs when the store cannot be used.
+    """
+    rule = rule or getattr(smk, "rule", None) or "job"
+    wildcards = dict(wildcards if wildcards is not None else _names(smk, "wildcards"))
+    params = dict(params if params is not None else _names(smk, "params"))
+    in_files = _files(inputs if inputs is not None else getattr(smk, "input", None))
+    out_files = _files(outputs if outputs is not None else getattr(smk, "output", None))
+    if not enabled():
+        yield JobRun()
+        return
+
+    uri = tracking_uri()
+    check_store(uri)
+    client = _client(uri)
+    exp_name = experiment or experiment_name(wildcards.get("dataset"))
+    exp_id = get_or_create_experiment(client, exp_name, uri)
+    tags = {
+        TAG_KIND: "job",
+        "rule": rule,
+        **{f"wildcard.{k}": v for k, v in wildcards.items()},
+        "wildcards": ",".join(f"{k}={v}" for k, v in sorted(wildcards.items())),
+        **_process_tags(),
+        "biomol_dl.workdir": os.getcwd(),
+        "config_hash": os.environ.get(ENV_CONFIG_HASH, "unknown"),
+    }
+    if getattr(smk, "jobid", None) is not None:
+        tags["snakemake_job_id"] = smk.jobid
+    commit, dirty = os.environ.get(ENV_GIT_COMMIT), os.environ.get(ENV_GIT_DIRTY)
+    if commit is None:
+        commit, dirty = git_state()
+    tags["mlflow.source.git.commit"], tags["git_dirty"] = commit, dirty
+    parent = _parent_for(exp_name)
+    if parent:
+        tags[TAG_PARENT] = parent
+        tags[TAG_WORKFLOW] = os.environ.get(ENV_PARENT) or parent
+    try:
+        created = _retry(
+            client.create_run,
+            exp_id,
+            tags={k: str(v) for k, v in tags.items()},
+            run_name=_run_name(rule, wildcards),
+        )
+    except Exception as exc:
+        raise _unavailable(uri, f"creating a run failed: {type(exc).__name__}: {exc}") from None
+    run = JobRun(client, created.info.run_id, exp_id)
+    status, error = "FINISHED", None
+    try:
+        run.log_params(params)
+        run.set_tags(_input_tags(client, in_files, experiment_prefix()))
+        yield run
+    except Exception as exc:
+        status, error = "FAILED", exc
+        raise
+    except BaseException as exc:  # SystemExit (SIGTERM preemption: 143), KeyboardInterrupt
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        status, error = "KILLED", exc
+        raise
+    finally:
+        try:
+            if error is not None:
+                run.set_tags({TAG_ERROR: f"{type(error).__name__}: {error}"})
+                run.log_text("".join(traceback.format_exception(error)), "error.txt")
+            run.set_tags(_output_tags(out_files, hashed=status == "FINISHED"))
+        finally:
+            run._terminate(status)
+
+
+def _input_tags(client: Any, files: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    experiment_ids = None
+    for name, path in _each_file(files):
+        digest = _digest_tag(path)
+        tags[f"input.{name}.path"] = path
+        tags[f"lineage.{name}.sha256"] = digest
+        if not _HEX64.match(digest):
+            continue
+        if experiment_ids is None:
+            experiment_ids = _prefix_experiment_ids(client, prefix)
+        producer = find_producer(client, digest, path, experiment_ids)
+        if producer is not None:
+            tags[f"lineage.{name}.run_id"] = producer.info.run_id
+            tags[f"lineage.{name}.rule"] = producer.data.tags.get("rule", "")
+    return tags
+
+
+def _output_tags(files: Mapping[str, Any], hashed: bool) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for name, path in _each_file(files):
+        tags[f"output.{name}.path"] = path
+        if hashed:
+            digest = _digest_tag(path)
+            tags[f"output.{name}.sha256"] = digest
+            if _HEX64.match(digest):
+                tags[f"produced.{digest}"] = str(Path(path).resolve())
+    return tags
+
+
+# --------------------------------------------------------------------------------------------
+# Lineage
+
+
+def find_producer(
+    client: Any, sha256: str, path: str | None = None, experiment_ids: Sequence[str] | None = None
+) -> Any | None:
+    """The most recent FINISHED run that wrote a file with this sha256 (same path preferred)."""
+    if experiment_ids is None:
+        experiment_ids = _prefix_experiment_ids(client, experiment_prefix())
+    if not experiment_ids:
+        return None
+    base = f"attributes.status = 'FINISHED' and tags.`produced.{sha256}`"
+    filters = [f"{base} LIKE '%'"]
+    if path and "'" not in str(path):
+        filters.insert(0, f"{base} = '{Path(path).resolve()}'")
+    for filter_string in filters:
+        runs = _retry(
+            client.search_runs,
+            list(experiment_ids),
+            filter_string,
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if runs:
+            return runs[0]
+    return None
+
+
+def lineage(run_id: str, uri: str | None = None, max_runs: int = 1000) -> list[dict[str, Any]]:
+    """Walk back from a run through `lineage.<input>.run_id` tags, breadth first.
+
+    Returns one dict per run reached (the given run first): run_id, rule, name, experiment_id,
+    inputs {name: {"sha256", "run_id" or None}}, outputs {name: sha256}.
+    """
+    client = _client(uri or tracking_uri())
+    seen: dict[str, dict[str, Any]] = {}
+    queue = [run_id]
+    while queue and len(seen) < max_runs:
+        rid = queue.pop(0)
+        if rid in seen:
+            continue
+        run = _retry(client.get_run, rid)
+        tags = run.data.tags
+        inputs: dict[str, dict[str, str | None]] = {}
+        for key, value in tags.items():
+            if key.startswith("lineage.") and key.endswith(".sha256"):
+                name = key[len("lineage.") : -len(".sha256")]
+                inputs[name] = {"sha256": value, "run_id": tags.get(f"lineage.{name}.run_id")}
+        outputs = {
+            key[len("output.") : -len(".sha256")]: value
+            for key, value in tags.items()
+            if key.startswith("output.") and key.endswith(".sha256")
+        }
+        seen[rid] = {
+            "run_id": rid,
+            "rule": tags.get("rule"),
+            "name": run.info.run_name,
+            "experiment_id": run.info.experiment_id,
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+        queue.extend(i["run_id"] for i in inputs.values() if i["run_id"])
+    return list(seen.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Workflow hooks (Snakefile onstart / onsuccess / onerror)
+
+
+def workflow_start(
+    config: Mapping[str, Any] | None = None,
+    workdir: str | Path | None = None,
+    *,
+    repo: str | Path | None = None,
+) -> str | None:
+    """Prepare the store and open the workflow's runs; call from the Snakefile's `onstart:`.
+
+    Creates the schema and every configured dataset's experiment before any job starts, marks
+    stale RUNNING runs of earlier invocations KILLED, opens the workflow run and one run per
+    dataset under it, logs the resolved config, and exports the environment variables jobs
+    read. Returns the workflow run id (None when tracking is off). Raises TrackingUnavailable.
+    """
+    config = config or {}
+    workdir = Path(workdir or os.getcwd()).resolve()
+    if ((config.get("tracking") or {}).get("enabled")) is False:
+        os.environ[ENV_TRACKING] = "0"
+    if not enabled():
+        logger.info("biomol-dl tracking is off")
+        return None
+    uri = tracking_uri(config, workdir)
+    prefix = experiment_prefix(config)
+    commit, dirty = git_state(repo)
+    chash = _config_hash(config)
+    os.environ.update(
+        {
+            ENV_URI: uri,
+            ENV_PREFIX: prefix,
+            ENV_GIT_COMMIT: commit,
+            ENV_GIT_DIRTY: dirty,
+            ENV_CONFIG_HASH: chash,
+        }
+    )
+    os.environ.setdefault(ENV_HASH_CACHE, str(workdir / "results/mlflow/sha256_cache.sqlite"))
+    check_store(uri)
+    client = _client(uri)
+
+    datasets = list(config.get("datasets") or {})
+    names = [experiment_name(None, prefix)] + [experiment_name(d, prefix) for d in datasets]
+    exp_ids = {name: get_or_create_experiment(client, name, uri) for name in names}
+    killed = cleanup_stale_runs(client, _prefix_experiment_ids(client, prefix))
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    common = {
+        **_process_tags(),
+        "config_hash": chash,
+        "mlflow.source.git.commit": commit,
+        "git_dirty": dirty,
+        "biomol_dl.workdir": str(workdir),
+    }
+    main = _retry(
+        client.create_run,
+        exp_ids[names[0]],
+        run_name=f"workflow {stamp}",
+        tags={
+            **common,
+            TAG_KIND: "workflow",
+            "command": " ".join(sys.argv)[:_MAX_TAG],
+            "datasets": ",".join(datasets),
+            "stale_runs_killed": str(len(killed)),
+        },
+    ).info.run_id
+    top = JobRun(client, main, exp_ids[names[0]])
+    top.set_tags({TAG_WORKFLOW: main})
+    parents = {names[0]: main}
+    for dataset, name in zip(datasets, names[1:], strict=True):
+        parents[name] = _retry(
+            client.create_run,
+            exp_ids[name],
+            run_name=f"workflow {stamp}",
+            tags={
+                **common,
+                TAG_KIND: "dataset_workflow",
+                TAG_PARENT: main,
+                TAG_WORKFLOW: main,
+                "wildcard.dataset": dataset,
+            },
+        ).info.run_id
+    if config:
+        top.log_text(_yaml(config), "config.yaml")
+    os.environ[ENV_PARENT] = main
+    os.environ[ENV_PARENTS] = json.dumps(parents)
+    logger.info(
+        "MLflow workflow run %s in %s (%d stale runs marked KILLED)", main, uri, len(killed)
+    )
+    return main
+
+
+def workflow_end(status: str = "FINISHED", log: Any = None) -> None:
+    """End the workflow's runs; call from `onsuccess:` ("FINISHED") and `onerror:` ("FAILED").
+
+    Jobs of this workflow still RUNNING are marked KILLED; `log` (Snakemake's log file, or the
+    list of them that Snakemake hands its hooks) is attached to the workflow run. Never raises:
+    the workflow's own result matters more.
+    """
+    main = os.environ.get(ENV_PARENT)
+    if not enabled() or not main:
+        return
+    status = {"success": "FINISHED", "error": "FAILED"}.get(status.lower(), status.upper())
+    logs = [log] if isinstance(log, (str, os.PathLike)) else list(log or [])
+    parents = json.loads(os.environ.get(ENV_PARENTS) or "{}") or {"": main}
+    steps: list[tuple[str, Callable[[], Any]]] = []
+    try:
+        client = _client(tracking_uri())
+    except Exception as exc:
+        logger.warning("could not end MLflow workflow run %s: %s", main, exc)
+        return
+
+    def kill_orphans() -> None:
+        exp_ids = {_retry(client.get_run, rid).info.experiment_id for rid in parents.values()}
+        running = _search_all(
+            client,
+            sorted(exp_ids),
+            f"attributes.status = 'RUNNING' and tags.`{TAG_WORKFLOW}` = '{main}'",
+        )
+        for run in running:
+            if run.info.run_id not in parents.values():
+                _kill(client, run.info.run_id, f"workflow ended ({status}) while it was running")
+
+    top = JobRun(client, main)
+    steps.append(("mark unfinished jobs KILLED", kill_orphans))
+    if status != "FINISHED":
+        error = "the Snakemake workflow failed; see its log artifact"
+        steps.append(("tag the error", lambda: top.set_tags({TAG_ERROR: error})))
+    for path in logs:
+        steps.append((f"attach {path}", lambda path=path: top.log_artifact(path)))
+    for rid in [r for r in parents.values() if r != main] + [main]:
+        steps.append((f"end run {rid}", lambda rid=rid: _retry(client.set_terminated, rid, status)))
+    for what, step in steps:  # each step on its own: ending the runs matters most
+        try:
+            step()
+        except Exception as exc:
+            logger.warning(
+                "MLflow workflow_end: could not %s: %s: %s", what, type(exc).__name__, exc
+            )
+
+
+def cleanup_stale_runs(
+    client: Any, experiment_ids: Sequence[str], stale_hours: float | None = None
+) -> list[str]:
+    """Mark KILLED the RUNNING runs whose process is gone (see the module docstring)."""
+    stale_hours = stale_hours if stale_hours is not None else _env_float(ENV_STALE_HOURS, 24)
+    host, now_ms = socket.gethostname(), time.time() * 1000
+    running = _search_all(client, experiment_ids, "attributes.status = 'RUNNING'")
+    by_id = {r.info.run_id: r for r in running}
+
+    def own_process_gone(run: Any) -> bool:
+        tags = run.data.tags
+        if tags.get(TAG_HOST) == host and str(tags.get(TAG_PID, "")).isdigit():
+            return not _process_alive(int(tags[TAG_PID]), run.info.start_time)
+        return now_ms - run.info.start_time > stale_hours * 3600 * 1000
+
+    dead_workflows = {
+        rid
+        for rid, r in by_id.items()
+        if r.data.tags.get(TAG_KIND) == "workflow" and own_process_gone(r)
+    }
+    killed = []
+    for rid, run in by_id.items():
+        tags = run.data.tags
+        workflow = tags.get(TAG_WORKFLOW)
+        if tags.get(TAG_KIND) == "workflow":
+            dead, reason = rid in dead_workflows, "its workflow process is gone"
+        elif workflow and (workflow in dead_workflows or workflow not in by_id):
+            dead, reason = True, f"its workflow run {workflow} ended or its process is gone"
+        elif workflow:  # a job of a live workflow: only a local pid can tell it died
+            dead = tags.get(TAG_HOST) == host and own_process_gone(run)
+            reason = "its process is gone"
+        else:
+            dead, reason = own_process_gone(run), "its process is gone or it is too old"
+        if dead:
+            _kill(client, rid, reason)
+            killed.append(rid)
+    return killed
+
+
+def _kill(client: Any, run_id: str, reason: str) -> None:
+    _retry(client.set_tag, run_id, "biomol_dl.killed_reason", reason)
+    _retry(client.set_terminated, run_id, "KILLED")
+
+
+def _config_hash(config: Mapping[str, Any]) -> str:
+    if not config:
+        return "none"
+    from biomol_dl.config import config_hash
+
+    return config_hash(dict(config))
+
+
+def _yaml(obj: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(obj, default=str)), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Models (optional): log a torch model with a signature and register it
+
+
+def log_torch_model(
+    run: JobRun,
+    model: Any,
+    input_example: Any,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    pip_requirements: Sequence[str] | None = None,
+) -> str | None:
+    """Log `model` with mlflow.pytorch (signature inferred from `input_example`) to `run`.
+
+    model must take one tensor (wrap dict-batch models in a small nn.Module first);
+    input_example: a numpy array of a few inputs. With registered_model_name, the model is also
+    registered in the Model Registry. Returns the model URI (None when tracking is off).
+    """
+    if not run.active:
+        return None
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # Giving the requirements skips MLflow's slow import-scanning subprocess.
+    requirements = list(pip_requirements or [f"torch=={torch.__version__.split('+')[0]}"])
+    with mlflow.start_run(run_id=run.run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name=name,
+            input_example=input_example,
+            registered_model_name=registered_model_name,
+            pip_requirements=requirements,
+        )
+    # Leaving start_run() ended the run FINISHED; job_run sets the real final status.
+    _retry(run._client.update_run, run.run_id, status="RUNNING")
+    return info.model_uri

@@ -1,0 +1,505 @@
+"""The glue every torch training rule calls: files in, `training.fit`, files out.
+
+For the authors of model families and rule scripts. A rule script (`scripts/train_<family>.py`)
+unpacks the snakemake object and calls
+
+    run_training(family_module, clean_csv=..., split_csv=..., features_pt=..., model_spec=...,
+                 task=..., label_columns=[...], seed=..., out_model=..., out_predictions=...,
+                 out_history=..., resume_dir=..., threads=..., run=run)
+
+A model FAMILY is a module in biomol_dl/models/ with three required functions:
+
+    build_datasets(features: dict, y: np.ndarray, params: dict) -> Sequence
+        y is float32 [N, T] with NaN for missing labels (multiclass: class index, T = 1). Returns
+        N examples, index i = clean-table row i (anything `torch.utils.data.Subset` can wrap).
+    make_loader(dataset_subset, *, batch_size: int, shuffle: bool, seed: int, params: dict)
+        -> iterable of batches (dict of tensors with "y" [B, T], or a torch_geometric Batch).
+        The order must depend only on `seed` (use torch.Generator().manual_seed(seed)); training
+        calls it once per epoch with seed * 1000 + epoch. `params` carries the model params plus
+        "pin_memory" (True on CUDA), to pass to the DataLoader.
+    build_model(features: dict, n_outputs: int, params: dict) -> torch.nn.Module
+        n_outputs = T, or K classes for multiclass. `features` may be the full features dict OR
+        its stub from `feature_meta` (how `load_trained` rebuilds a model from model.pt alone):
+        per-example tensors become empty tensors with the same trailing shape and dtype
+        (features["X"].shape[1] still works), per-example lists become [], and everything else
+        (vocab, sizes) is kept as is. So read sizes and metadata from `features`, never values.
+
+and optional hooks:
+
+    prepare_model(model, train_subset, params) -> None
+        called once after build_model with the TRAIN rows only, e.g. to fit input standardization
+        into model buffers (so it lands in the state dict and model.pt).
+    trainable_parameters(model) -> iterable of Parameters
+        what the optimizer updates (default: all with requires_grad). When present, model.pt (and
+        the resume state) keep only trainable parameters + buffers ("partial_state": True); the
+        frozen rest is rebuilt by build_model (e.g. a pretrained PLM under LoRA adapters).
+    extra_checkpoint(model, params) -> dict
+        extra entries for model.pt under "extra" (e.g. base model name and sha256). Values must be
+        weights_only-loadable (tensors, numbers, strings, lists, dicts).
+    check_checkpoint(model, checkpoint) -> None
+        called by load_trained after build_model and before the saved state is loaded; raise if
+        the rebuilt model cannot take it (e.g. the base model's weights hash changed).
+
+model.pt is a dict loadable with torch.load(path, weights_only=True): format, family, model_name,
+hyperparameters (the model params), train_config, featurizer, featurizer_spec, task,
+label_columns, n_outputs, target_scaler, feature_meta, state_dict, partial_state, extra,
+best_epoch, best_val_metric, monitor, versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import resource
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from biomol_dl import training
+
+log = logging.getLogger("biomol_dl.training")
+
+MODEL_FORMAT = "biomol_dl.model/1"
+SPLITS = ("train", "val", "test")
+_HASH_LIMIT = 512 * 2**20  # bigger inputs are fingerprinted by size + mtime, not content
+
+
+class _NoRun:
+    """Stands in for tracking.JobRun when the caller tracks nothing."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+
+def run_training(
+    family_module: ModuleType,
+    *,
+    clean_csv: str | Path,
+    split_csv: str | Path,
+    features_pt: str | Path,
+    model_spec: Mapping[str, Any],
+    task: str,
+    label_columns: Sequence[str],
+    seed: int,
+    out_model: str | Path,
+    out_predictions: str | Path,
+    out_history: str | Path,
+    resume_dir: str | Path | None = None,
+    threads: int = 1,
+    run: Any = None,
+) -> dict:
+    """Train one model on one split and write model.pt, predictions.csv and history.csv.
+
+    model_spec: {"name", "family", "featurizer", "featurizer_spec", "params"} (the rule's
+      params.model); training-loop keys of params go to TrainConfig, the rest to the family.
+    run: a tracking.JobRun (or anything with log_params / log_metrics / set_tags), or None.
+    Returns a summary dict (best_epoch, best val metric, wall seconds, ...).
+    Raises training.Preempted after SIGTERM (the script exits 143; rerunning resumes).
+    """
+    wall0 = time.perf_counter()
+    run = run or _NoRun()
+    torch.set_num_threads(max(1, int(threads)))
+    seed = int(seed)
+    label_columns = list(label_columns)
+    cfg, model_params = training.TrainConfig.from_params(model_spec.get("params") or {})
+    cfg = dataclasses.replace(cfg, seed=seed)
+
+    ids, y = read_labels(clean_csv, label_columns, task)
+    split = read_split(split_csv, ids)
+    features = torch.load(features_pt, map_location="cpu", weights_only=True)
+    check_feature_ids(features, ids, features_pt)
+    n_outputs = _n_outputs(task, y, model_params)
+    index = {name: np.flatnonzero(split == name) for name in SPLITS}
+    if index["train"].size == 0:
+        raise ValueError(f"{split_csv}: no train rows")
+
+    device = training.select_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    training.set_seed(seed)  # weight initialization depends on the seed only
+    dataset = family_module.build_datasets(features, y, model_params)
+    if len(dataset) != len(ids):
+        raise ValueError(
+            f"{family_module.__name__}.build_datasets returned {len(dataset)} examples "
+            f"for {len(ids)} clean rows"
+        )
+    subsets = {name: torch.utils.data.Subset(dataset, idx.tolist()) for name, idx in index.items()}
+    model = family_module.build_model(features, n_outputs, model_params)
+    if hasattr(family_module, "prepare_model"):
+        family_module.prepare_model(model, subsets["train"], model_params)
+    trainable = (
+        list(family_module.trainable_parameters(model))
+        if hasattr(family_module, "trainable_parameters")
+        else None
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = (
+        sum(p.numel() for p in trainable)
+        if trainable is not None
+        else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    )
+    loader_params = {**model_params, "pin_memory": device.type == "cuda"}
+
+    def loader(subset, shuffle: bool, loader_seed: int):
+        return family_module.make_loader(
+            subset, batch_size=cfg.batch_size, shuffle=shuffle, seed=loader_seed,
+            params=loader_params,
+        )  # fmt: skip
+
+    run.log_params(
+        {
+            "train": dataclasses.asdict(cfg),
+            "data": {"n_train": int(index["train"].size), "n_val": int(index["val"].size),
+                     "n_test": int(index["test"].size), "n_outputs": n_outputs},
+            "runtime": {"device": str(device), "threads": int(threads)},
+        }
+    )  # fmt: skip
+    run.log_metrics({"n_parameters": n_params, "n_trainable_parameters": n_trainable})
+    log.info(
+        "%s (%s) on %s: %d train / %d val / %d test rows, %d parameters (%d trainable)",
+        model_spec.get("name"), model_spec.get("family"), Path(clean_csv).parent.parent.name,
+        index["train"].size, index["val"].size, index["test"].size, n_params, n_trainable,
+    )  # fmt: skip
+
+    fingerprint = {
+        "model": {k: model_spec.get(k) for k in ("family", "featurizer", "featurizer_spec")},
+        "model_params": model_params,
+        "label_columns": label_columns,
+        "inputs": {
+            "clean": _file_fingerprint(clean_csv),
+            "split": _file_fingerprint(split_csv),
+            "features": _file_fingerprint(features_pt),
+        },
+    }
+    result = training.fit(
+        model,
+        lambda epoch: loader(subsets["train"], True, seed * 1000 + epoch),
+        loader(subsets["val"], False, seed) if index["val"].size else None,
+        task=task,
+        config=cfg,
+        y_train=y[index["train"]],
+        parameters=trainable,
+        resume_dir=resume_dir,
+        fingerprint=fingerprint,
+        log_metrics=run.log_metrics,
+        keep_resume_state=True,  # until model.pt is written, see below
+    )
+
+    preds = training.predict(
+        model,
+        loader(dataset, False, seed),
+        task=task,
+        target_scaler=result.target_scaler,
+        device=result.device,
+        precision=result.precision,
+    )
+    long = long_predictions(task, label_columns, y, preds)
+    n_tasks = preds.shape[1] if task != "multiclass" else 1
+    long.insert(0, "split", np.tile(split, n_tasks))
+    long.insert(0, "id", np.tile(np.asarray(ids, dtype=object), n_tasks))
+    _write_csv(long, out_predictions)
+    _write_csv(pd.DataFrame(result.history), out_history)
+
+    model.to("cpu")
+    partial = trainable is not None
+    extra = family_module.extra_checkpoint(model, model_params) if hasattr(
+        family_module, "extra_checkpoint"
+    ) else {}  # fmt: skip
+    checkpoint = {
+        "format": MODEL_FORMAT,
+        "family": model_spec.get("family"),
+        "model_name": model_spec.get("name"),
+        "hyperparameters": model_params,
+        "train_config": dataclasses.asdict(cfg),
+        "featurizer": model_spec.get("featurizer"),
+        "featurizer_spec": dict(model_spec.get("featurizer_spec") or {}),
+        "task": task,
+        "label_columns": label_columns,
+        "n_outputs": n_outputs,
+        "target_scaler": result.target_scaler.to_dict(),
+        "feature_meta": feature_meta(features, len(ids)),
+        "state_dict": training.training_state(model, trainable),
+        "partial_state": partial,
+        "extra": extra,
+        "best_epoch": result.best_epoch,
+        "best_val_metric": result.best_metric,
+        "monitor": result.monitor,
+        "seed": seed,
+        "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
+    }
+    training.atomic_save(checkpoint, out_model)
+    training.clear_resume_state(resume_dir)
+
+    wall = time.perf_counter() - wall0
+    summary = {
+        "best_epoch": result.best_epoch,
+        f"best_{result.monitor}": result.best_metric,
+        "epochs_run": len(result.history),
+        "wall_seconds": wall,
+        "train_seconds": result.train_seconds,
+        # None (not logged) when a resumed run had no epoch left to time
+        "examples_per_second": (
+            result.train_examples_seen / result.train_seconds if result.train_seconds else None
+        ),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    if device.type == "cuda":
+        summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    run.log_metrics(summary)
+    run.set_tags(
+        {
+            "device": result.device,
+            "precision": result.precision,
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "monitor": result.monitor,
+        }
+    )
+    log.info(
+        "done: best epoch %d (%s %.4f), %.1f s wall, %s examples/s, peak RSS %.0f MB",
+        result.best_epoch, result.monitor, result.best_metric, wall,
+        f"{summary['examples_per_second'] or 0:.0f}", summary["peak_rss_mb"],
+    )  # fmt: skip
+    return {**summary, "monitor": result.monitor, "device": result.device}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def read_labels(clean_csv: str | Path, label_columns: Sequence[str], task: str):
+    """(ids, y float32 [N, T]) from the clean table; empty cells are NaN (missing labels)."""
+    table = pd.read_csv(clean_csv, dtype=str, keep_default_na=False)
+    for column in ("id", *label_columns):
+        if column not in table.columns:
+            raise ValueError(f"{clean_csv}: no column {column!r} (columns: {list(table.columns)})")
+    if task == "multiclass" and len(label_columns) != 1:
+        raise ValueError(f"multiclass takes one label column, got {list(label_columns)}")
+    y = np.full((len(table), len(label_columns)), np.nan, dtype=np.float32)
+    for j, column in enumerate(label_columns):
+        for i, value in enumerate(table[column].tolist()):
+            if value.strip() == "":
+                continue
+            try:
+                y[i, j] = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"{clean_csv}: line {i + 2}, column {column!r}: label {value!r} is not a number"
+                ) from None
+            if not np.isfinite(y[i, j]):
+                raise ValueError(
+                    f"{clean_csv}: line {i + 2}, column {column!r}: label {value!r} is not finite"
+                )
+    ids = table["id"].tolist()
+    duplicated = table["id"].duplicated()
+    if duplicated.any():
+        i = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise ValueError(f"{clean_csv}: line {i + 2}, column 'id': duplicate id {ids[i]!r}")
+    return ids, y
+
+
+def read_split(split_csv: str | Path, ids: Sequence[str]) -> np.ndarray:
+    """The split name of every clean id, in clean-table order (object array)."""
+    table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    for column in ("id", "split"):
+        if column not in table.columns:
+            raise ValueError(f"{split_csv}: no column {column!r}")
+    where: dict[str, str] = {}
+    for i, (id_, name) in enumerate(zip(table["id"], table["split"], strict=True)):
+        if name not in SPLITS:
+            raise ValueError(
+                f"{split_csv}: line {i + 2}, column 'split': {name!r} is not one of {SPLITS}"
+            )
+        if id_ in where:
+            raise ValueError(f"{split_csv}: line {i + 2}, column 'id': {id_!r} appears twice")
+        where[id_] = name
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise ValueError(
+            f"{split_csv}: {len(missing)} clean ids have no split, e.g. {missing[0]!r}"
+        )
+    extra = set(where) - set(ids)
+    if extra:
+        raise ValueError(
+            f"{split_csv}: {len(extra)} ids are not in the clean table, e.g. {sorted(extra)[0]!r}"
+        )
+    return np.asarray([where[i] for i in ids], dtype=object)
+
+
+def check_feature_ids(features: Mapping[str, Any], ids: Sequence[str], path: Any) -> None:
+    """The features file must hold the clean rows, in clean-table order."""
+    if not isinstance(features, Mapping) or "ids" not in features:
+        raise ValueError(f"{path}: not a features dict with an 'ids' entry")
+    feature_ids = [str(i) for i in features["ids"]]
+    if len(feature_ids) != len(ids):
+        raise ValueError(f"{path}: {len(feature_ids)} examples for {len(ids)} clean rows")
+    for i, (a, b) in enumerate(zip(feature_ids, ids, strict=True)):
+        if a != b:
+            raise ValueError(
+                f"{path}: example {i} has id {a!r} but clean row {i + 1} is {b!r} "
+                "(re-run featurize for this clean table)"
+            )
+
+
+def _n_outputs(task: str, y: np.ndarray, params: Mapping[str, Any]) -> int:
+    if task != "multiclass":
+        return int(y.shape[1])
+    finite = y[np.isfinite(y)]
+    found = int(finite.max()) + 1 if finite.size else 0
+    n = int(params.get("n_classes") or found)
+    if n < found or n < 2:
+        raise ValueError(f"multiclass: labels go up to {found - 1} but n_classes is {n}")
+    return n
+
+
+def _file_fingerprint(path: str | Path) -> str:
+    path = Path(path)
+    stat = path.stat()
+    if stat.st_size > _HASH_LIMIT:
+        return f"size={stat.st_size};mtime_ns={stat.st_mtime_ns}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def long_predictions(
+    task: str, label_columns: Sequence[str], y: np.ndarray | None, preds: np.ndarray
+) -> pd.DataFrame:
+    """task, y_true, y_pred (+ p_k for multiclass) per example and task, grouped by task."""
+    n = preds.shape[0]
+    y = np.full((n, len(label_columns)), np.nan) if y is None else np.asarray(y, dtype=np.float64)
+    if task == "multiclass":
+        frame = pd.DataFrame(
+            {"task": label_columns[0], "y_true": y[:, 0], "y_pred": preds.argmax(axis=1)}
+        )
+        for k in range(preds.shape[1]):
+            frame[f"p_{k}"] = preds[:, k]
+        return frame
+    if preds.shape[1] != len(label_columns):
+        raise ValueError(f"{preds.shape[1]} predicted columns for {len(label_columns)} labels")
+    return pd.DataFrame(
+        {
+            "task": np.repeat(np.asarray(label_columns, dtype=object), n),
+            "y_true": y.T.reshape(-1),
+            "y_pred": preds.T.reshape(-1),
+        }
+    )
+
+
+def _write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+def feature_meta(features: Mapping[str, Any], n_examples: int) -> dict:
+    """The features dict without its per-example data (see the module docstring).
+
+    Per-example: a tensor whose first dimension is n_examples (-> empty tensor, same trailing
+    shape and dtype), and a list of n_examples ids, tensors, lists or dicts (-> []). Everything
+    else (vocabularies, sizes, settings) is kept as is.
+    """
+    meta: dict[str, Any] = {}
+    for key, value in features.items():
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == n_examples:
+            meta[key] = value.new_empty((0, *value.shape[1:]))
+        elif (
+            isinstance(value, list | tuple)
+            and len(value) == n_examples
+            and (
+                key == "ids"
+                or any(isinstance(v, torch.Tensor | list | tuple | dict) for v in value[:1])
+            )
+        ):
+            meta[key] = []
+        else:
+            meta[key] = value
+    return meta
+
+
+# ----------------------------------------------------------------------------- reuse
+
+
+def load_trained(
+    model_pt: str | Path, family_module: ModuleType, features: Mapping[str, Any] | None = None
+) -> tuple[Any, dict]:
+    """(model in eval mode on CPU, checkpoint dict) from a model.pt that run_training wrote.
+
+    features: a features dict to build the model from; default: the checkpoint's feature_meta.
+    """
+    ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{model_pt}: not a biomol_dl model checkpoint ({MODEL_FORMAT})")
+    family = family_module.__name__.rsplit(".", 1)[-1]
+    if ckpt.get("family") and ckpt["family"] != family:
+        raise ValueError(f"{model_pt}: a {ckpt['family']!r} model, not {family!r}")
+    model = family_module.build_model(
+        features if features is not None else ckpt["feature_meta"],
+        int(ckpt["n_outputs"]),
+        dict(ckpt["hyperparameters"]),
+    )
+    if hasattr(family_module, "check_checkpoint"):
+        family_module.check_checkpoint(model, ckpt)
+    result = model.load_state_dict(ckpt["state_dict"], strict=not ckpt["partial_state"])
+    if ckpt["partial_state"] and result.unexpected_keys:
+        raise ValueError(f"{model_pt}: state keys the model lacks: {result.unexpected_keys[:5]}")
+    model.eval()
+    return model, ckpt
+
+
+def predict_inputs(
+    model_pt: str | Path, family_module: ModuleType, inputs: Sequence[str], threads: int = 1
+) -> pd.DataFrame:
+    """Predict new inputs (SMILES or sequences, already validated/canonical) with a model.pt.
+
+    Featurizes with the checkpoint's featurizer_spec and returns a pandas DataFrame in long
+    format: input, task, y_pred (+ p_0..p_{K-1} for multiclass), like predictions.csv.
+    """
+    from biomol_dl.features import build_featurizer
+
+    torch.set_num_threads(max(1, int(threads)))
+    model, ckpt = load_trained(model_pt, family_module)
+    inputs = list(inputs)
+    features = build_featurizer(ckpt["featurizer_spec"]).featurize_table(inputs, threads)
+    task, label_columns = ckpt["task"], list(ckpt["label_columns"])
+    params = dict(ckpt["hyperparameters"])
+    y = np.full((len(inputs), len(label_columns)), np.nan, dtype=np.float32)
+    dataset = family_module.build_datasets(features, y, params)
+    loader = family_module.make_loader(
+        dataset,
+        batch_size=int(ckpt["train_config"]["batch_size"]),
+        shuffle=False,
+        seed=0,
+        params={**params, "pin_memory": False},
+    )
+    preds = training.predict(
+        model,
+        loader,
+        task=task,
+        target_scaler=training.TargetScaler.from_dict(ckpt["target_scaler"]),
+        device="cpu",
+    )
+    frame = long_predictions(task, label_columns, None, preds).drop(columns="y_true")
+    n_tasks = 1 if task == "multiclass" else len(label_columns)
+    frame.insert(0, "input", np.tile(np.asarray(inputs, dtype=object), n_tasks))
+    return frame

@@ -1,0 +1,70 @@
+"""Shared fixtures: paths, and a real Snakemake run of the workflow on a given config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = (ROOT / ".." / "shared" / "datasets").resolve()
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+BIN = Path(sys.executable).parent
+
+
+def absolutize(config: dict) -> dict:
+    """Make `path` sources absolute so a config runs from any working directory."""
+    for spec in config.get("datasets", {}).values():
+        parts = spec["source"].get("parts", [spec["source"]])
+        for part in parts:
+            if part.get("type") == "path" and not os.path.isabs(part["path"]):
+                part["path"] = str(ROOT / part["path"])
+    return config
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(absolutize(config), sort_keys=False))
+    return path
+
+
+def snakemake(
+    workdir: Path,
+    configfile: Path | None,
+    *args: str,
+    env: dict | None = None,
+    check: bool = True,
+    timeout: int = 900,
+) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the workflow, in `workdir`."""
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    cmd += list(args)
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    full_env.update(env or {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    return yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_config) -> Path:
+    """The tiny config run for real once per test session; tests read its results."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    configfile = write_config(workdir, tiny_config)
+    snakemake(workdir, configfile, "--cores", "2")
+    return workdir

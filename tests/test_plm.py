@@ -1,0 +1,212 @@
+"""Pretrained protein LMs: resolver (embedded / folder / hub), tokenizers, weights hash, embedding
+featurizers, loading options. Everything runs offline: a tiny random ESM-2 stands in for hub
+models, and the embedded AntiBERTy is exercised on one short sequence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import huggingface_hub
+import pytest
+import torch
+from biomol_dl import plm
+from biomol_dl.features import build_featurizer
+from conftest_plm import SEQUENCES, make_tiny_esm
+
+ANTIBODY = "EVQLVESGGGLVQPGGSLRLSCAAS"
+
+
+@pytest.fixture(scope="module")
+def esm_dir(tmp_path_factory):
+    return make_tiny_esm(tmp_path_factory.mktemp("tiny_esm"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # small forward passes gain nothing from threads, and lose a lot when the CPUs are shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    # huggingface_hub reads HF_HUB_OFFLINE at import time: patch the constant too
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("BIOMOL_DL_CACHE", str(tmp_path / "cache"))
+
+
+def _round_trip(tokenizer, seq: str) -> str:
+    ids = plm.tokenize(tokenizer, [seq])[0]
+    specials = set(plm.special_ids(tokenizer))
+    return "".join(tokenizer.convert_ids_to_tokens([i for i in ids if i not in specials]))
+
+
+def test_esm_tokenizer_from_a_local_folder(esm_dir):
+    resolved = plm.resolve_model(str(esm_dir))
+    assert resolved.source == "folder" and resolved.model_type == "esm"
+    tokenizer = plm.load_tokenizer(resolved)
+    for seq in SEQUENCES + ["MKXAC"]:
+        assert _round_trip(tokenizer, seq) == seq
+    ids = plm.tokenize(tokenizer, ["MKV"])[0]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["<cls>", "M", "K", "V", "<eos>"]
+    assert plm.residue_limit(resolved, tokenizer, None) == 1022  # rotary: capped, not 1024
+
+
+def test_antiberty_tokenizer_keeps_residues_upper_case():
+    resolved = plm.resolve_model("antiberty")
+    assert resolved.source == "embedded" and resolved.model_type == "bert"
+    assert resolved.tokenizer_dir.name == "trained_models"
+    tokenizer = plm.load_tokenizer(resolved)
+    assert _round_trip(tokenizer, ANTIBODY) == ANTIBODY
+    ids = plm.tokenize(tokenizer, ["EVQX"])[0]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "E", "V", "Q", "[UNK]", "[SEP]"]
+    assert plm.residue_limit(resolved, tokenizer, None) == 510  # 512 absolute positions - 2
+    with pytest.raises(plm.PLMError, match="max_length=600 residues is more than"):
+        plm.residue_limit(resolved, tokenizer, 600)
+
+
+def test_lowercasing_bert_tokenizer_is_fixed_for_a_bert_folder(tmp_path):
+    # a BERT folder with only vocab.txt: AutoTokenizer would lowercase residues into [UNK]
+    (tmp_path / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACDEFGHIKLMNPQRSTVWY"])
+    )
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "model.safetensors").write_bytes(b"not really weights")
+    tokenizer = plm.load_tokenizer(plm.resolve_model(str(tmp_path)))
+    assert _round_trip(tokenizer, "ACDY") == "ACDY"
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        (
+            "biomol-dl-tests/no-such-model",
+            r"'biomol-dl-tests/no-such-model' is not a local folder "
+            r"and could not be fetched from the HuggingFace hub",
+        ),
+        ("/no/such/folder", r"pretrained model folder /no/such/folder does not exist"),
+        ("./models/esm", r"pretrained model folder ./models/esm does not exist"),
+    ],
+)
+def test_resolver_errors_are_one_line(spec, pattern):
+    with pytest.raises(plm.PLMError, match=pattern) as err:
+        plm.resolve_model(spec)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "local folder" in message and "antiberty" in message
+
+
+def test_incomplete_folder_names_what_is_missing(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(plm.PLMError, match=r"lacks weights .*; tokenizer files") as err:
+        plm.resolve_model(str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_weights_hash_is_the_file_sha256_and_follows_changes(esm_dir, tmp_path):
+    weights = esm_dir / "model.safetensors"
+    expected = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert plm.resolve_model(str(esm_dir)).describe()["weights_sha256"] == expected
+    copy = make_tiny_esm(tmp_path / "other", seed=1)
+    first = plm.weights_sha256(copy)
+    (copy / "model.safetensors").write_bytes(b"changed")
+    assert plm.weights_sha256(copy) == hashlib.sha256(b"changed").hexdigest() != first
+
+
+def test_antiberty_default_embeds_a_sequence_offline():
+    out = build_featurizer(
+        {"type": "plm_embedding", "model": "antiberty", "device": "cpu"}
+    ).featurize_table([ANTIBODY])
+    assert out["X"].shape == (1, 512) and torch.isfinite(out["X"]).all()
+    assert out["X"].abs().sum() > 0 and out["embedding_dim"] == 512
+    assert len(out["weights_sha256"]) == 64 and out["n_truncated"] == 0
+
+
+def test_embedding_pools_residues_only_and_ignores_batching(esm_dir):
+    resolved = plm.resolve_model(str(esm_dir))
+    tokenizer, model = plm.load_tokenizer(resolved), plm.load_model(resolved)
+    one_by_one = plm.embed_sequences(model, tokenizer, SEQUENCES, batch_tokens=1)
+    together = plm.embed_sequences(model, tokenizer, SEQUENCES, batch_tokens=10_000)
+    torch.testing.assert_close(one_by_one, together, atol=2e-5, rtol=1e-4)
+    ids = torch.tensor([plm.tokenize(tokenizer, [SEQUENCES[0]])[0]])
+    with torch.no_grad():
+        hidden = model(input_ids=ids).last_hidden_state[0]
+    torch.testing.assert_close(together[0], hidden[1:-1].mean(0), atol=2e-5, rtol=1e-4)
+
+    out = build_featurizer(
+        {
+            "type": "plm_embedding",
+            "model": str(esm_dir),
+            "max_length": 20,
+            "device": "cpu",
+            "batch_tokens": 64,
+        }
+    ).featurize_table(SEQUENCES)
+    assert out["X"].shape == (6, 32)
+    assert out["n_truncated"] == sum(len(s) > 20 for s in SEQUENCES) > 0
+
+
+def test_plm_tokens_featurizer(esm_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="biomol_dl"):
+        out = build_featurizer(
+            {
+                "type": "plm_tokens",
+                "model": str(esm_dir),
+                "max_length": 25,
+                "length_policy": "crop_center",
+            }
+        ).featurize_table(SEQUENCES)
+    n_long = sum(len(s) > 25 for s in SEQUENCES)
+    assert out["n_truncated"] == n_long > 0
+    assert f"{n_long} of 6 sequences are longer than max_length=25" in caplog.text
+    assert out["input_ids"].shape == (6, 27) and out["pad_token_id"] == 1
+    assert out["lengths"].tolist() == [min(len(s), 25) + 2 for s in SEQUENCES]
+    assert (out["input_ids"][~out["attention_mask"]] == 1).all()
+    assert out["model"] == str(esm_dir)
+
+
+def test_quantization_without_cuda_falls_back_loudly(esm_dir, caplog):
+    resolved = plm.resolve_model(str(esm_dir))
+    with caplog.at_level(logging.WARNING, logger="biomol_dl"):
+        model = plm.load_model(resolved, quantization="8bit")
+    if not torch.cuda.is_available():
+        assert "quantization needs CUDA + bitsandbytes; loading in full precision" in caplog.text
+        assert model.quantized is None
+    with pytest.raises(plm.PLMError, match="unknown quantization '3bit'"):
+        plm.load_model(resolved, quantization="3bit")
+
+
+def test_gradient_checkpointing_with_lora_still_trains(esm_dir):
+    resolved = plm.resolve_model(str(esm_dir))
+    base = plm.load_model(resolved, gradient_checkpointing=True)
+    assert base.is_activation_checkpointing
+    model = plm.apply_lora(base, r=2, model_type=resolved.model_type).train()
+    ids = torch.tensor(plm.tokenize(plm.load_tokenizer(resolved), ["MKVLA"]))
+    model(input_ids=ids).last_hidden_state.sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None for g in grads)
+    with pytest.raises(plm.PLMError, match="name lora target_modules for model type 't5'"):
+        plm.apply_lora(base, model_type="t5")
+
+
+def test_hub_id_resolves_through_snapshot_download(esm_dir, monkeypatch):
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        return str(esm_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    resolved = plm.resolve_model("facebook/esm2_t6_8M_UR50D", revision="abc123")
+    assert resolved.source == "hub" and resolved.model_dir == esm_dir.resolve()
+    assert resolved.describe()["model"] == "facebook/esm2_t6_8M_UR50D"
+    # safetensors first; the pickle-based .bin is fetched only for repos without them
+    assert calls == [
+        ("facebook/esm2_t6_8M_UR50D", "abc123", ("*.json", "*.txt", "*.model", "*.safetensors"))
+    ]
+    assert plm.load_tokenizer(resolved).pad_token_id == 1

@@ -1,0 +1,394 @@
+"""The training loop, the training glue and the MLP family on tiny synthetic problems (CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from biomol_dl import train_job, training
+from biomol_dl.models import mlp
+
+
+def write_problem(folder, task: str, n: int = 96, d: int = 12, seed: int = 0):
+    """clean.csv, split.csv and a fingerprint-like features.pt for a learnable problem."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    signal = X @ rng.normal(size=(d, 3))
+    if task == "regression":
+        cols, y = ["logS"], signal[:, :1] * 2.0 + 5.0
+    elif task == "multitask_binary":
+        cols, y = ["t1", "t2", "t3"], (signal > 0).astype(float)
+        y[rng.random(y.shape) < 0.25] = np.nan  # missing labels
+    elif task == "binary":
+        cols, y = ["active"], (signal[:, :1] > 0).astype(float)
+    else:
+        cols, y = ["cls"], np.digitize(signal[:, :1], [-1.0, 1.0]).astype(float)
+    ids = [f"mol{i}" for i in range(n)]
+    clean = pd.DataFrame({"id": ids, "input": ["C"] * n, "row": np.arange(1, n + 1)})
+    for j, col in enumerate(cols):
+        clean[col] = y[:, j]
+    clean.to_csv(folder / "clean.csv", index=False)
+    split = np.array(["train"] * n, dtype=object)
+    split[n * 6 // 10 : n * 8 // 10] = "val"
+    split[n * 8 // 10 :] = "test"
+    pd.DataFrame({"id": ids, "split": split}).to_csv(folder / "split.csv", index=False)
+    torch.save({"ids": ids, "X": torch.from_numpy(X)}, folder / "features.pt")
+    return cols
+
+
+def train(folder, task, cols, params=None, seed=0, resume_dir=None, tag=""):
+    spec = {
+        "name": "mlp_test",
+        "family": "mlp",
+        "featurizer": "fp",
+        "featurizer_spec": {"type": "morgan", "n_bits": 12},
+        "params": {"epochs": 8, "batch_size": 16, "hidden": [32], "patience": 5, **(params or {})},
+    }
+    out = folder / f"out{tag}"
+    summary = train_job.run_training(
+        mlp,
+        clean_csv=folder / "clean.csv",
+        split_csv=folder / "split.csv",
+        features_pt=folder / "features.pt",
+        model_spec=spec,
+        task=task,
+        label_columns=cols,
+        seed=seed,
+        out_model=out / "model.pt",
+        out_predictions=out / "predictions.csv",
+        out_history=out / "history.csv",
+        resume_dir=resume_dir,
+        threads=1,
+    )
+    return out, summary
+
+
+def tensors(n=16, d=8, t=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    y = (X[:, :t] * 3.0 + 1.0).numpy()
+    return X, y
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_from_params_splits_training_and_model_keys():
+    cfg, rest = training.TrainConfig.from_params(
+        {"epochs": 3, "lr": "1e-3", "hidden": [8], "dropout": 0.2, "grad_clip": None}
+    )
+    assert (cfg.epochs, cfg.lr, cfg.grad_clip) == (3, 1e-3, None)
+    assert rest == {"hidden": [8], "dropout": 0.2}
+
+
+@pytest.mark.parametrize(
+    "params, word",
+    [({"epochs": 0}, "epochs"), ({"schedule": "linear"}, "schedule"), ({"lr": "fast"}, "lr")],
+)
+def test_from_params_rejects_bad_values(params, word):
+    with pytest.raises(ValueError, match=word):
+        training.TrainConfig.from_params(params)
+
+
+def test_mlp_rejects_unknown_param():
+    with pytest.raises(ValueError, match="hiden"):
+        mlp.build_model({"X": torch.zeros(0, 4)}, 1, {"hiden": [8]})
+
+
+# ----------------------------------------------------------------------------- loss masking
+
+
+def test_masked_loss_ignores_nan_labels():
+    scaler = training.TargetScaler.identity(3)
+    loss_fn = training._Loss("multitask_binary", scaler, None, None, "cpu")
+    out = torch.randn(4, 3, requires_grad=True)
+    y = torch.tensor([[1.0, 0.0, math.nan]] * 2 + [[math.nan, 1.0, 0.0]] * 2)
+    total, count = loss_fn(out, y)
+    (total / count).backward()
+    mask = ~torch.isnan(y)
+    assert count.item() == mask.sum().item()
+    assert torch.isfinite(out.grad).all()
+    assert (out.grad[~mask] == 0).all() and (out.grad[mask] != 0).all()
+    # same value as a loss over the labelled entries alone
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out[mask], y[mask])
+    assert torch.allclose(total / count, expected)
+
+
+def test_masked_labels_change_nothing_in_training(tmp_path):
+    """Dropping a label (NaN) in a task trains exactly as if that entry never existed."""
+    X, _ = tensors(24, 6)
+    rng = np.random.default_rng(1)
+    y = (rng.random((24, 2)) > 0.5).astype(np.float32)
+    y[:5, 1] = np.nan
+    preds = []
+    for fill in (0.0, 1.0):  # the hidden truth behind the NaN: must not matter
+        truth = y.copy()
+        truth[:5, 1] = fill
+        masked = np.where(np.isnan(y), np.nan, truth)
+        ds = mlp.build_datasets({"X": X}, masked, {})
+        torch.manual_seed(0)
+        model = mlp.build_model({"X": X}, 2, {"hidden": [8], "dropout": 0.0})
+        cfg = training.TrainConfig(epochs=3, batch_size=8, patience=0, seed=0)
+        training.fit(
+            model,
+            lambda e, ds=ds: mlp.make_loader(ds, batch_size=8, shuffle=True, seed=e, params={}),
+            None,
+            task="multitask_binary",
+            config=cfg,
+            y_train=masked,
+        )
+        loader = mlp.make_loader(ds, batch_size=8, shuffle=False, seed=0, params={})
+        preds.append(training.predict(model, loader, task="multitask_binary"))
+    np.testing.assert_array_equal(preds[0], preds[1])
+
+
+# ----------------------------------------------------------------------------- fit / predict
+
+
+def test_mlp_overfits_sixteen_examples():
+    X, y = tensors(16, 8)
+    ds = mlp.build_datasets({"X": X}, y, {})
+    model = mlp.build_model({"X": X}, 1, {"hidden": [64, 64], "dropout": 0.0})
+    mlp.prepare_model(model, torch.utils.data.Subset(ds, list(range(16))), {})
+    cfg = training.TrainConfig(epochs=150, batch_size=16, lr=1e-2, patience=0, seed=0)
+    loader = mlp.make_loader(ds, batch_size=16, shuffle=False, seed=0, params={})
+    result = training.fit(model, loader, loader, task="regression", config=cfg, y_train=y)
+    assert result.history[-1]["train_loss"] < 0.01  # standardized units: < 1 % of the variance
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 20
+    pred = training.predict(model, loader, task="regression", target_scaler=result.target_scaler)
+    assert np.sqrt(np.mean((pred - y) ** 2)) < 0.1 * y.std()  # back in the original units
+
+
+def test_regression_targets_standardized_with_train_rows_only():
+    y = np.array([[1.0, np.nan], [3.0, 10.0], [5.0, 10.0]])
+    scaler = training.TargetScaler.fit(y)
+    assert scaler.mean == [3.0, 10.0]
+    assert scaler.sd[0] == pytest.approx(np.std([1, 3, 5]))
+    assert scaler.sd[1] == 1.0  # constant column: no division by zero
+
+
+def test_mlp_input_scaling_imputes_and_clips():
+    X = torch.tensor([[1.0, 0.0], [3.0, 1.0], [math.nan, 0.0], [1e30, 1.0]])
+    ds = mlp.build_datasets({"X": X}, np.zeros((4, 1)), {})
+    model = mlp.build_model({"X": X}, 1, {"hidden": [4]})
+    mlp.prepare_model(model, torch.utils.data.Subset(ds, [0, 1, 2]), {})  # row 3 is not train
+    assert model.x_fill.tolist() == [2.0, pytest.approx(1 / 3)]
+    assert bool(model.standardized)
+    model.eval()
+    out = model({"x": torch.tensor([[math.inf, 0.0], [1e30, 0.0]])})
+    assert torch.isfinite(out).all()
+
+
+def test_binary_fingerprints_are_not_rescaled():
+    X = (torch.rand(20, 16, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    ds = mlp.build_datasets({"X": X}, np.zeros((20, 1)), {})
+    model = mlp.build_model({"X": X}, 1, {})
+    mlp.prepare_model(model, ds, {})
+    assert not bool(model.standardized)
+    assert (model.x_scale == 1).all() and (model.x_shift == 0).all()
+
+
+def test_same_seed_gives_identical_results(tmp_path):
+    cols = write_problem(tmp_path, "regression")
+    runs = [train(tmp_path, "regression", cols, {"dropout": 0.3}, tag=str(i)) for i in range(2)]
+    histories = [pd.read_csv(out / "history.csv").drop(columns="seconds") for out, _ in runs]
+    pd.testing.assert_frame_equal(histories[0], histories[1])
+    preds = [pd.read_csv(out / "predictions.csv") for out, _ in runs]
+    pd.testing.assert_frame_equal(preds[0], preds[1])
+    other, _ = train(tmp_path, "regression", cols, {"dropout": 0.3}, seed=1, tag="seed1")
+    assert not pd.read_csv(other / "predictions.csv").equals(preds[0])
+
+
+# ----------------------------------------------------------------------------- the glue
+
+
+@pytest.mark.parametrize("task", ["regression", "multitask_binary", "multiclass", "binary"])
+def test_run_training_writes_the_contract_files(tmp_path, task):
+    cols = write_problem(tmp_path, task)
+    out, summary = train(tmp_path, task, cols, {"class_weights": task != "regression"})
+    clean = pd.read_csv(tmp_path / "clean.csv")
+    preds = pd.read_csv(out / "predictions.csv")
+    n_tasks = 1 if task == "multiclass" else len(cols)
+    assert list(preds.columns[:5]) == ["id", "split", "task", "y_true", "y_pred"]
+    assert len(preds) == len(clean) * n_tasks
+    assert set(preds["split"]) == {"train", "val", "test"}
+    for col in cols if task != "multiclass" else []:
+        part = preds[preds["task"] == col]
+        assert part["id"].tolist() == clean["id"].tolist()
+        np.testing.assert_allclose(part["y_true"], clean[col])  # NaN where missing
+    if task in ("binary", "multitask_binary"):
+        assert preds["y_pred"].between(0, 1).all()
+    if task == "multiclass":
+        probs = preds[[c for c in preds.columns if c.startswith("p_")]]
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+        assert (preds["y_pred"] == probs.to_numpy().argmax(axis=1)).all()
+    history = pd.read_csv(out / "history.csv")
+    metric = {"regression": "rmse", "multiclass": "accuracy"}.get(task, "roc_auc")
+    assert list(history.columns) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        f"val_{metric}",
+        "lr",
+        "seconds",
+    ]
+    column = history[f"val_{metric}"]
+    best_row = column.idxmin() if metric == "rmse" else column.idxmax()  # first best epoch wins
+    assert summary["best_epoch"] == history.loc[best_row, "epoch"]
+
+
+def test_checkpoint_roundtrip_gives_identical_predictions(tmp_path):
+    cols = write_problem(tmp_path, "multitask_binary")
+    out, _ = train(tmp_path, "multitask_binary", cols)
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    model, ckpt = train_job.load_trained(out / "model.pt", mlp)  # from model.pt alone
+    assert ckpt["task"] == "multitask_binary" and ckpt["label_columns"] == cols
+    y = np.full((len(features["ids"]), 3), np.nan, dtype=np.float32)
+    ds = mlp.build_datasets(features, y, ckpt["hyperparameters"])
+    # float32 sums depend on the batch composition, so predict with the batch size training used
+    batch_size = ckpt["train_config"]["batch_size"]
+    loader = mlp.make_loader(ds, batch_size=batch_size, shuffle=False, seed=0, params={})
+    preds = training.predict(model, loader, task="multitask_binary")
+    written = pd.read_csv(out / "predictions.csv")
+    np.testing.assert_allclose(preds.T.reshape(-1), written["y_pred"], rtol=0, atol=1e-12)
+
+
+def test_regression_checkpoint_keeps_scaler_and_input_scaling(tmp_path):
+    cols = write_problem(tmp_path, "regression")
+    out, _ = train(tmp_path, "regression", cols)
+    model, ckpt = train_job.load_trained(out / "model.pt", mlp)
+    assert bool(model.standardized) and ckpt["target_scaler"]["mean"][0] != 0
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    ds = mlp.build_datasets(features, np.zeros((len(features["ids"]), 1)), {})
+    loader = mlp.make_loader(ds, batch_size=16, shuffle=False, seed=0, params={})
+    scaler = training.TargetScaler.from_dict(ckpt["target_scaler"])
+    preds = training.predict(model, loader, task="regression", target_scaler=scaler)
+    written = pd.read_csv(out / "predictions.csv")["y_pred"].to_numpy()
+    np.testing.assert_allclose(preds[:, 0], written, rtol=0, atol=1e-9)
+
+
+def test_feature_ids_must_match_clean_order(tmp_path):
+    cols = write_problem(tmp_path, "regression")
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    features["ids"] = features["ids"][::-1]
+    torch.save(features, tmp_path / "features.pt")
+    with pytest.raises(ValueError, match=r"features\.pt: example 0 has id 'mol95'"):
+        train(tmp_path, "regression", cols)
+
+
+def test_bad_label_names_file_line_and_column(tmp_path):
+    cols = write_problem(tmp_path, "regression")
+    clean = pd.read_csv(tmp_path / "clean.csv")
+    clean["logS"] = clean["logS"].astype(object)
+    clean.loc[3, "logS"] = "high"
+    clean.to_csv(tmp_path / "clean.csv", index=False)
+    with pytest.raises(ValueError, match=r"clean\.csv: line 5, column 'logS': label 'high'"):
+        train(tmp_path, "regression", cols)
+
+
+def test_split_must_cover_every_clean_id(tmp_path):
+    cols = write_problem(tmp_path, "regression")
+    split = pd.read_csv(tmp_path / "split.csv").iloc[1:]
+    split.to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(ValueError, match="no split, e.g. 'mol0'"):
+        train(tmp_path, "regression", cols)
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "constant"])
+def test_other_schedules_and_accumulation(tmp_path, schedule):
+    cols = write_problem(tmp_path, "regression")
+    params = {"schedule": schedule, "warmup_epochs": 1, "accumulate": 2, "batch_norm": True}
+    out, _ = train(tmp_path, "regression", cols, params)
+    history = pd.read_csv(out / "history.csv")
+    assert history["lr"].iloc[0] == pytest.approx(1e-3)  # warmup ends with epoch 1
+    assert np.isfinite(history["train_loss"]).all()
+
+
+def test_warmup_then_cosine_reaches_zero():
+    cfg = training.TrainConfig(epochs=4, warmup_epochs=1, schedule="cosine")
+    factors = [training._lr_factor(cfg, s, 10) for s in range(40)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+    assert factors[-1] < 0.01
+
+
+def test_roc_auc_undefined_falls_back_to_val_loss(tmp_path):
+    X, _ = tensors(20, 4)
+    y = np.zeros((20, 1), dtype=np.float32)
+    y[:8] = 1.0
+    ds = mlp.build_datasets({"X": X}, y, {})
+    train_rows = torch.utils.data.Subset(ds, list(range(12)))
+    val_rows = torch.utils.data.Subset(ds, list(range(12, 20)))  # all negatives
+    model = mlp.build_model({"X": X}, 1, {"hidden": [4]})
+    cfg = training.TrainConfig(epochs=2, batch_size=4, patience=0)
+    result = training.fit(
+        model,
+        mlp.make_loader(train_rows, batch_size=4, shuffle=False, seed=0, params={}),
+        mlp.make_loader(val_rows, batch_size=4, shuffle=False, seed=0, params={}),
+        task="binary",
+        config=cfg,
+        y_train=y[:12],
+    )
+    assert result.monitor == "val_loss"
+    assert math.isnan(result.history[0]["val_roc_auc"])
+
+
+def test_predict_inputs_featurizes_with_the_checkpoint_spec(tmp_path, monkeypatch):
+    cols = write_problem(tmp_path, "regression", d=12)
+    out, _ = train(tmp_path, "regression", cols)
+
+    class FakeFeaturizer:  # stands in for the morgan featurizer another module provides
+        def featurize_table(self, inputs, threads):
+            return {"ids": list(inputs), "X": torch.ones(len(inputs), 12)}
+
+    monkeypatch.setattr("biomol_dl.features.build_featurizer", lambda spec: FakeFeaturizer())
+    frame = train_job.predict_inputs(out / "model.pt", mlp, ["CCO", "c1ccccc1"])
+    assert list(frame.columns) == ["input", "task", "y_pred"]
+    assert frame["input"].tolist() == ["CCO", "c1ccccc1"]
+    assert frame["y_pred"].iloc[0] == frame["y_pred"].iloc[1]  # identical features
+
+
+def test_metrics_match_scikit_learn():
+    from sklearn.metrics import matthews_corrcoef, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2, 200)
+    score = np.round(rng.random(200) + 0.3 * t, 1)  # rounded: many ties
+    assert training.roc_auc(t, score) == pytest.approx(roc_auc_score(t, score))
+    for k in (2, 4):
+        a, b = rng.integers(0, k, 100), rng.integers(0, k, 100)
+        b[:50] = a[:50]
+        assert training.mcc(a, b) == pytest.approx(matthews_corrcoef(a, b))
+    assert training.mcc(np.zeros(5, int), np.zeros(5, int)) == 0.0
+
+
+def test_finished_resume_state_restores_the_best_model(tmp_path):
+    """Killed after training but before model.pt was written: no retraining, same model."""
+    X, y = tensors(40, 6)
+    ds = mlp.build_datasets({"X": X}, y, {})
+    tr, va = torch.utils.data.Subset(ds, range(30)), torch.utils.data.Subset(ds, range(30, 40))
+    preds = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = mlp.build_model({"X": X}, 1, {"hidden": [8]})
+        result = training.fit(
+            model,
+            lambda e: mlp.make_loader(tr, batch_size=8, shuffle=True, seed=e, params={}),
+            mlp.make_loader(va, batch_size=8, shuffle=False, seed=0, params={}),
+            task="regression",
+            config=training.TrainConfig(epochs=6, batch_size=8, seed=3),
+            y_train=y[:30],
+            resume_dir=tmp_path / "resume",
+            keep_resume_state=True,
+        )
+        loader = mlp.make_loader(ds, batch_size=8, shuffle=False, seed=0, params={})
+        preds.append(
+            training.predict(model, loader, task="regression", target_scaler=result.target_scaler)
+        )
+    assert result.resumed_from_epoch == 6 and result.train_examples_seen == 0
+    np.testing.assert_array_equal(preds[0], preds[1])
+    training.clear_resume_state(tmp_path / "resume")
+    assert not (tmp_path / "resume").exists()

@@ -1,0 +1,77 @@
+# Shared helpers, no rules here: config validation and input functions used by the rule files.
+import os
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, os.path.join(workflow.basedir, "..", "scripts"))
+from biomol_dl import config as bdl_config  # noqa: E402
+from biomol_dl import sources as bdl_sources  # noqa: E402
+from biomol_dl.models import FAMILIES  # noqa: E402
+
+# biomol_dl.config validates against the same schema first, for a one-line error with the key
+# path; Snakemake's own validation then records the schema with the workflow.
+try:
+    bdl_config.load_config(config)
+except bdl_config.ConfigError as err:
+    raise WorkflowError(f"biomol-dl: {err}") from None
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASETS = list(config["datasets"])
+FEATURIZERS = list(config["featurizers"])
+MODELS = list(config["models"])
+
+
+def _alternatives(names):
+    # An empty alternation would match every string; "^$" matches nothing.
+    return "|".join(names) if names else "^$"
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def raw_path(dataset):
+    """resources/<dataset>/raw.<format>: the fetched, sha256-verified source table."""
+    fmt = bdl_sources.source_format(config["datasets"][dataset]["source"])
+    return f"resources/{dataset}/raw.{fmt}"
+
+
+def model_spec(wildcards):
+    spec = dict(config["models"][wildcards.model])
+    spec["name"] = wildcards.model
+    spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
+    return spec
+
+
+def models_of_family(family):
+    return [m for m, spec in config["models"].items() if spec["family"] == family]
+
+
+def train_outputs(dataset):
+    """Every (model, seed) training directory a dataset asks for."""
+    ds = config["datasets"][dataset]
+    return [
+        (model, seed)
+        for model in bdl_config.dataset_models(config, dataset)
+        for seed in ds["seeds"]
+    ]
+
+
+def metrics_files(wildcards=None):
+    return [
+        f"results/{dataset}/evaluate/{model}/seed{seed}/metrics.json"
+        for dataset in DATASETS
+        for model, seed in train_outputs(dataset)
+    ]
+
+
+def mirror_folders():
+    """Mirror folders for url sources: BIOMOL_DL_MIRROR wins over the config's `mirror`."""
+    return [str(p) for p in bdl_sources.mirror_folders(config.get("mirror"))]
+
+
+def provenance_path(dataset):
+    raw = raw_path(dataset)
+    fmt = raw.rsplit(".", 1)[1]
+    return f"resources/{dataset}/provenance_{fmt}.json"

@@ -1,0 +1,38 @@
+# Training: one rule per model family (train_rf, train_mlp, train_gnn, ...), so each declares its
+# own threads, memory and GPU request. A model name belongs to exactly one family, which keeps the
+# rules unambiguous. Resume checkpoints go to config["resume_dir"], outside the declared outputs.
+
+for _family, _meta in FAMILIES.items():
+
+    rule:
+        name:
+            f"train_{_family}"
+        input:
+            clean="results/{dataset}/validate/clean.csv",
+            split="results/{dataset}/split/seed{seed}.csv",
+            features=lambda wc: f"results/{wc.dataset}/featurize/{config['models'][wc.model]['featurizer']}.pt",
+        output:
+            model="results/{dataset}/train/{model}/seed{seed}/"
+            + ("model.skops" if _family == "rf" else "model.pt"),
+            predictions="results/{dataset}/train/{model}/seed{seed}/predictions.csv",
+            history="results/{dataset}/train/{model}/seed{seed}/history.csv",
+        log:
+            f"logs/train_{_family}/" + "{dataset}/{model}_seed{seed}.log",
+        wildcard_constraints:
+            model=_alternatives(models_of_family(_family)),
+        conda:
+            "../../envs/torch.yaml"
+        threads: lambda wc: config["models"][wc.model]["threads"]
+        resources:
+            mem_mb=16000 if _meta["torch"] else 8000,
+            runtime=720 if _meta["torch"] else 120,
+            gpu=1 if _meta["gpu"] else 0,
+        params:
+            # The loop variable must be bound now: `script:` is formatted when the job runs.
+            family=_family,
+            model=model_spec,
+            task=lambda wc: config["datasets"][wc.dataset]["task"],
+            label_columns=lambda wc: config["datasets"][wc.dataset]["label_columns"],
+            resume_dir=lambda wc: f"{config['resume_dir']}/{wc.dataset}/{wc.model}/seed{wc.seed}",
+        script:
+            "../../scripts/train_{params.family}.py"
