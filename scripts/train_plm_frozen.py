@@ -1,49 +1,9 @@
-"""Rule train_plm_frozen: train an MLP on frozen pretrained-LM embeddings (plm_embedding).
+"""Rule train_plm_frozen: an MLP head on frozen pretrained protein-LM embeddings.
 
-Unpacks the snakemake object and calls biomol_dl.train_job.run_training with the `plm_frozen` family
-(biomol_dl/models/plm_frozen.py). On SIGTERM (SLURM preemption or time limit) training writes its
-resume state and this script exits with status 143; running the rule again resumes.
+The shared body (biomol_dl.train_job.main) trains inside one MLflow run; on SIGTERM (SLURM
+preemption or time limit) it saves the resume state and exits with status 143.
 """
 
-import sys
+from biomol_dl.train_job import main
 
-from biomol_dl import logutil, plm, tracking
-from biomol_dl.models import plm_frozen
-from biomol_dl.train_job import run_training
-from biomol_dl.training import Preempted
-
-logutil.configure(snakemake.log[0])
-log = logutil.get("train_plm_frozen")
-
-try:
-    with tracking.job_run(snakemake) as run:
-        try:
-            run_training(
-                plm_frozen,
-                clean_csv=snakemake.input.clean,
-                split_csv=snakemake.input.split,
-                features_pt=snakemake.input.features,
-                model_spec=dict(snakemake.params.model),
-                task=snakemake.params.task,
-                label_columns=list(snakemake.params.label_columns),
-                seed=int(snakemake.wildcards.seed),
-                out_model=snakemake.output.model,
-                out_predictions=snakemake.output.predictions,
-                out_history=snakemake.output.history,
-                resume_dir=snakemake.params.resume_dir,
-                threads=snakemake.threads,
-                run=run,
-            )
-            # which pretrained model (name, folder, weights sha256) and how much of it trained
-            plm_params, plm_metrics = plm.checkpoint_report(snakemake.output.model)
-            run.log_params(plm_params)
-            run.log_metrics(plm_metrics)
-        except Preempted as stop:
-            run.set_tags({"preempted": str(stop)})
-            raise
-except Preempted as stop:
-    log.warning("%s; exiting with status %d so the job can be resubmitted", stop, stop.code)
-    sys.exit(stop.code)
-except Exception as err:
-    log.error("train_plm_frozen failed: %s", err)
-    raise
+main(snakemake, "plm_frozen")

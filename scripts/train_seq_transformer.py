@@ -1,46 +1,9 @@
-"""Rule train_seq_transformer: train the from-scratch transformer encoder on protein residue tokens.
+"""Rule train_seq_transformer: a transformer trained from scratch on residue tokens.
 
-Unpacks the snakemake object and calls biomol_dl.train_job.run_training with the
-`seq_transformer` family (biomol_dl/models/seq_transformer.py). On SIGTERM (SLURM preemption or
-time limit) training writes its resume state and this script exits with status 143; running the
-rule again resumes.
+The shared body (biomol_dl.train_job.main) trains inside one MLflow run; on SIGTERM (SLURM
+preemption or time limit) it saves the resume state and exits with status 143.
 """
 
-import sys
+from biomol_dl.train_job import main
 
-from biomol_dl import logutil, tracking
-from biomol_dl.models import seq_transformer
-from biomol_dl.train_job import run_training
-from biomol_dl.training import Preempted
-
-logutil.configure(snakemake.log[0])
-log = logutil.get("train_seq_transformer")
-
-try:
-    with tracking.job_run(snakemake) as run:
-        try:
-            run_training(
-                seq_transformer,
-                clean_csv=snakemake.input.clean,
-                split_csv=snakemake.input.split,
-                features_pt=snakemake.input.features,
-                model_spec=dict(snakemake.params.model),
-                task=snakemake.params.task,
-                label_columns=list(snakemake.params.label_columns),
-                seed=int(snakemake.wildcards.seed),
-                out_model=snakemake.output.model,
-                out_predictions=snakemake.output.predictions,
-                out_history=snakemake.output.history,
-                resume_dir=snakemake.params.resume_dir,
-                threads=snakemake.threads,
-                run=run,
-            )
-        except Preempted as stop:
-            run.set_tags({"preempted": str(stop)})
-            raise
-except Preempted as stop:
-    log.warning("%s; exiting with status %d so the job can be resubmitted", stop, stop.code)
-    sys.exit(stop.code)
-except Exception as err:
-    log.error("train_seq_transformer failed: %s", err)
-    raise
+main(snakemake, "seq_transformer")

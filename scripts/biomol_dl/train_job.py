@@ -204,11 +204,7 @@ def run_training(
         device=result.device,
         precision=result.precision,
     )
-    long = long_predictions(task, label_columns, y, preds)
-    n_tasks = preds.shape[1] if task != "multiclass" else 1
-    long.insert(0, "split", np.tile(split, n_tasks))
-    long.insert(0, "id", np.tile(np.asarray(ids, dtype=object), n_tasks))
-    _write_csv(long, out_predictions)
+    write_predictions(out_predictions, ids, split, task, label_columns, y, preds)
     _write_csv(pd.DataFrame(result.history), out_history)
 
     model.to("cpu")
@@ -228,7 +224,7 @@ def run_training(
         "label_columns": label_columns,
         "n_outputs": n_outputs,
         "target_scaler": result.target_scaler.to_dict(),
-        "feature_meta": feature_meta(features, len(ids)),
+        "feature_meta": getattr(family_module, "feature_meta", feature_meta)(features, len(ids)),
         "state_dict": training.training_state(model, trainable),
         "partial_state": partial,
         "extra": extra,
@@ -407,6 +403,26 @@ def long_predictions(
     )
 
 
+def write_predictions(
+    out_csv: str | Path,
+    ids: Sequence[str],
+    split: np.ndarray,
+    task: str,
+    label_columns: Sequence[str],
+    y: np.ndarray,
+    preds: np.ndarray,
+) -> None:
+    """predictions.csv in the long format every training rule writes (any model family).
+
+    preds: [N, T] values or probabilities, or [N, K] class probabilities for multiclass.
+    """
+    long = long_predictions(task, label_columns, y, preds)
+    n_tasks = preds.shape[1] if task != "multiclass" else 1
+    long.insert(0, "split", np.tile(split, n_tasks))
+    long.insert(0, "id", np.tile(np.asarray(ids, dtype=object), n_tasks))
+    _write_csv(long, out_csv)
+
+
 def _write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
@@ -503,3 +519,57 @@ def predict_inputs(
     n_tasks = 1 if task == "multiclass" else len(label_columns)
     frame.insert(0, "input", np.tile(np.asarray(inputs, dtype=object), n_tasks))
     return frame
+
+
+# ----------------------------------------------------------------------------- rule scripts
+
+
+def main(smk: Any, family: str) -> None:
+    """The whole body of a `scripts/train_<family>.py` rule script.
+
+    Unpacks the snakemake object, trains inside one tracking run, and turns preemption into exit
+    status 143 with a one-line log message (rerunning the rule resumes from the saved state).
+    Families may define `report(model_pt) -> (params, metrics)` for extra tracking, e.g. which
+    pretrained model a PLM job used.
+    """
+    import importlib
+
+    from biomol_dl import logutil, tracking
+
+    logutil.configure(smk.log[0])
+    rule_log = logutil.get(f"train_{family}")
+    module = importlib.import_module(f"biomol_dl.models.{family}")
+    try:
+        with tracking.job_run(smk) as run:
+            try:
+                run_training(
+                    module,
+                    clean_csv=smk.input.clean,
+                    split_csv=smk.input.split,
+                    features_pt=smk.input.features,
+                    model_spec=dict(smk.params.model),
+                    task=smk.params.task,
+                    label_columns=list(smk.params.label_columns),
+                    seed=int(smk.wildcards.seed),
+                    out_model=smk.output.model,
+                    out_predictions=smk.output.predictions,
+                    out_history=smk.output.history,
+                    resume_dir=smk.params.resume_dir,
+                    threads=smk.threads,
+                    run=run,
+                )
+            except training.Preempted as stop:
+                run.set_tags({"preempted": str(stop)})
+                raise
+            if hasattr(module, "report"):
+                params, metrics = module.report(smk.output.model)
+                run.log_params(params)
+                run.log_metrics(metrics)
+    except training.Preempted as stop:
+        rule_log.warning(
+            "%s; exiting with status %d so the job can be resubmitted", stop, stop.code
+        )
+        sys.exit(stop.code)
+    except Exception as err:
+        rule_log.error("train_%s failed: %s", family, err)
+        raise

@@ -48,3 +48,10 @@ def build_model(features: dict, n_outputs: int, params: dict) -> torch.nn.Module
 def prepare_model(model: torch.nn.Module, train_subset: Any, params: dict) -> None:
     """Fit the MLP's input standardization on the train rows."""
     mlp.prepare_model(model, train_subset, params)
+
+
+def report(model_pt) -> tuple[dict, dict]:
+    """Which pretrained model this job used (name, folder, weights sha256), for the job's run."""
+    from biomol_dl import plm
+
+    return plm.checkpoint_report(model_pt)

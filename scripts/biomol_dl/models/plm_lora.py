@@ -183,3 +183,10 @@ class LoRARegressor(nn.Module):
         residues = plm.residue_mask(ids, mask, self.specials)
         pooled = plm.pool(hidden, residues, self.pooling)
         return self.head(pooled.to(self.head[-1].weight.dtype))
+
+
+def report(model_pt) -> tuple[dict, dict]:
+    """Which pretrained model this job used (name, folder, weights sha256), for the job's run."""
+    from biomol_dl import plm
+
+    return plm.checkpoint_report(model_pt)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from biomol_dl import predictions as P
 from biomol_dl.logutil import get
 
 log = get(__name__)
@@ -55,36 +54,43 @@ def run_rf(
     import skops.io as sio
     import torch
 
-    clean = P.read_clean(clean_csv)
-    y = P.label_matrix(clean, label_columns)
-    assignment = P.split_assignment(clean, split_csv)
-    idx = P.split_indices(assignment)
-    X = _matrix(torch.load(features_pt, weights_only=True))
+    from biomol_dl.train_job import check_feature_ids, read_labels, read_split, write_predictions
+
+    ids, y = read_labels(clean_csv, label_columns, task)
+    split = read_split(split_csv, ids)
+    train_rows = np.flatnonzero(split == "train")
+    features = torch.load(features_pt, weights_only=True)
+    check_feature_ids(features, ids, features_pt)
+    X = _matrix(features)
     # Descriptor columns can hold NaN: impute with the training mean so the forest sees numbers.
-    col_mean = np.nan_to_num(np.nanmean(X[idx["train"]], axis=0)) if np.isnan(X).any() else None
+    col_mean = np.nan_to_num(np.nanmean(X[train_rows], axis=0)) if np.isnan(X).any() else None
     if col_mean is not None:
         X = np.where(np.isnan(X), col_mean, X)
     params = dict(model_spec.get("params", {}))
     start = time.perf_counter()
-    forests, y_pred, proba = [], np.zeros_like(y), None
+    forests, columns = [], []
     for t, name in enumerate(label_columns):
-        train = idx["train"][~np.isnan(y[idx["train"], t])]
-        forest = _forest(task, params, seed, threads).fit(X[train], y[train, t])
+        rows = train_rows[~np.isnan(y[train_rows, t])]
+        forest = _forest(task, params, seed, threads).fit(X[rows], y[rows, t])
         if task == "regression":
-            y_pred[:, t] = forest.predict(X)
+            columns.append(forest.predict(X))
         elif task == "multiclass":
             proba = np.zeros((len(X), int(np.nanmax(y)) + 1))
             proba[:, forest.classes_.astype(int)] = forest.predict_proba(X)
-            y_pred[:, t] = proba.argmax(axis=1)
+            columns.extend(proba.T)
         else:
-            p = forest.predict_proba(X)
-            y_pred[:, t] = p[:, list(forest.classes_).index(1)] if 1 in forest.classes_ else 0.0
+            classes = list(forest.classes_)
+            p_one = (
+                forest.predict_proba(X)[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
+            )
+            columns.append(p_one)
         forests.append(forest)
         log.info(
-            "task %s: forest of %d trees fitted on %d rows", name, forest.n_estimators, len(train)
+            "task %s: forest of %d trees fitted on %d rows", name, forest.n_estimators, len(rows)
         )
     seconds = time.perf_counter() - start
-    P.write_predictions(out_predictions, clean["id"], assignment, label_columns, y, y_pred, proba)
+    preds = np.stack(columns, axis=1)
+    write_predictions(out_predictions, ids, split, task, label_columns, y, preds)
     sio.dump(
         {
             "forests": forests,
@@ -96,7 +102,7 @@ def run_rf(
         out_model,
     )
     Path(out_history).write_text("epoch,seconds\n" + f"0,{seconds:.3f}\n")
-    stats = {"train_seconds": seconds, "n_train": len(idx["train"])}
+    stats = {"train_seconds": seconds, "n_train": len(train_rows)}
     if run is not None:
         run.log_params({"model": json.dumps(model_spec, default=str)[:5000], "seed": seed})
         run.log_metrics(stats)
