@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from biomol_dl import train_job, training
 from biomol_dl.models import mlp
 
@@ -392,3 +393,38 @@ def test_finished_resume_state_restores_the_best_model(tmp_path):
     np.testing.assert_array_equal(preds[0], preds[1])
     training.clear_resume_state(tmp_path / "resume")
     assert not (tmp_path / "resume").exists()
+
+
+def test_claim_gpu_gives_each_process_its_own_device(tmp_path):
+    """Workstation GPU jobs (`--resources gpu=K`) each claim a different device via lock files."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from biomol_dl.training import claim_gpu
+        print(claim_gpu(3, {str(tmp_path)!r}), flush=True)
+        time.sleep(float(sys.argv[1]))
+        """
+    )
+    holders = [
+        subprocess.Popen([sys.executable, "-c", code, "30"], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    try:
+        held = [int(p.stdout.readline()) for p in holders]
+        assert sorted(held) == [0, 1, 2]
+        # All three held: a fourth job shares one and says so.
+        fourth = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True)
+        assert "all 3 GPUs are claimed" in fourth.stderr
+        # The OS releases a lock when its holder dies, however it dies: that GPU is free again.
+        holders[1].kill()
+        holders[1].wait()
+        again = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True)
+        assert int(again.stdout) == held[1]
+    finally:
+        for p in holders:
+            p.kill()
+            p.wait()

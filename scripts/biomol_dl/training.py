@@ -271,7 +271,43 @@ def select_device(pref: str = "auto") -> torch.device:
         raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
     if pref == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if count > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        # A workstation run (`--resources gpu=K`): Snakemake counts GPUs but assigns none, so
+        # each job claims a free device itself. SLURM sets CUDA_VISIBLE_DEVICES for its jobs.
+        index = claim_gpu(count)
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cuda")
+
+
+_GPU_CLAIM: list = []  # keeps the claimed lock file open (and so locked) for the process' life
+
+
+def claim_gpu(count: int, lock_dir: str | Path | None = None) -> int:
+    """Lock and return the index of a GPU no other biomol-dl job on this machine holds.
+
+    One lock file per device (`$BIOMOL_DL_GPU_LOCKS`, default /tmp/biomol_dl_gpu_locks); the OS
+    releases the lock when the process exits, however it exits. With every device taken (more
+    GPU jobs than `--resources gpu=K` should allow) it shares device pid % count, and says so.
+    """
+    import fcntl
+
+    folder = Path(lock_dir or os.environ.get("BIOMOL_DL_GPU_LOCKS", "/tmp/biomol_dl_gpu_locks"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        handle = open(folder / f"gpu{index}.lock", "a+")  # noqa: SIM115 (held open on purpose)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _GPU_CLAIM.append(handle)
+        log.info("claimed GPU %d of %d (lock %s)", index, count, handle.name)
+        return index
+    index = os.getpid() % count
+    log.warning("all %d GPUs are claimed by other jobs; sharing GPU %d", count, index)
+    return index
 
 
 def resolve_precision(pref: str, device: torch.device) -> str:
