@@ -7,6 +7,7 @@ import copy
 import json
 
 import pandas as pd
+import yaml
 import pytest
 from conftest import ROOT, snakemake, write_config
 
@@ -77,3 +78,13 @@ def test_tiny_config_runs_to_summary(tiny_run, tiny_config):
     # Every long step reports progress in its log.
     logs = list((tiny_run / "logs").rglob("*.log"))
     assert any("train_mlp" in str(p) and "epoch" in p.read_text() for p in logs)
+
+
+def test_thousand_job_grid_builds_its_dag(tmp_path):
+    """The 1,000+ job grid (BENCHMARKS.md times it) resolves into a DAG and dry-runs."""
+    import re
+
+    config = yaml.safe_load((ROOT / "config" / "benchmarks" / "grid_1000.yaml").read_text())
+    proc = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2", "--dry-run")
+    total = int(re.search(r"^total\s+(\d+)", proc.stdout, re.M).group(1))
+    assert total >= 1000

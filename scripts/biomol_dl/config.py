@@ -65,11 +65,19 @@ def expand_grids(models: dict[str, dict]) -> dict[str, dict]:
             continue
         keys = sorted(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
-            suffix = "_".join(f"{k}-{v}" for k, v in zip(keys, values, strict=True))
+            suffix = "_".join(f"{k}-{_label(v)}" for k, v in zip(keys, values, strict=True))
             child = {k: copy.deepcopy(v) for k, v in spec.items() if k != "grid"}
             child["params"] = {**child.get("params", {}), **dict(zip(keys, values, strict=True))}
-            out[f"{name}__{suffix}".replace(".", "p")] = child
+            out[f"{name}__{suffix}"] = child
     return out
+
+
+def _label(value: Any) -> str:
+    """A path-safe label for a grid value: [64, 64] -> 64x64, 0.001 -> 0p001, -1 -> m1."""
+    if isinstance(value, list | tuple):
+        return "x".join(_label(v) for v in value)
+    text = str(value).replace(".", "p").replace("-", "m")
+    return "".join(c if c.isalnum() or c == "p" else "_" for c in text)
 
 
 def cross_check(config: dict) -> None:
