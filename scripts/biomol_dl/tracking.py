@@ -10,17 +10,27 @@ For rule-script authors and for the Snakefile. A rule script wraps its work in
 and the Snakefile calls `workflow_start(config)` in `onstart:` and `workflow_end(...)` in
 `onsuccess:` / `onerror:`. Library code only ever sees the `JobRun` (or its `log_metrics`).
 
+Two modes, chosen by `workflow_start` (BIOMOL_DL_TRACKING_MODE, else config `tracking.mode`):
+- spool (default): a job appends its records as JSON lines to its own file under
+  results/mlflow/spool and never imports mlflow (a job pays milliseconds, not the ~2-3 s of
+  importing mlflow and its SQL store). A thread of the Snakemake main process replays the files
+  every BIOMOL_DL_SYNC_SECONDS (default 5), so the store has one writer however many jobs run;
+  `workflow_end` does a final sync, and `workflow_start` syncs what a dead invocation left.
+- live: every job writes to the store itself (runs appear at once; costs each job the import).
+  Jobs run outside a workflow (no workflow_start, e.g. a notebook) are always live.
+
 Hierarchy. `workflow_start` opens one run per workflow invocation in `<prefix>/workflow` and,
 under it, one run per configured dataset in `<prefix>/<dataset>` (the MLflow UI nests runs only
-within one experiment). Each job opens a child run in its dataset's experiment (jobs without a
+within one experiment). Each job gets a child run in its dataset's experiment (jobs without a
 `dataset` wildcard go to `<prefix>/workflow`), named by rule and wildcards, tagged
 `mlflow.parentRunId` (the dataset's workflow run) and `biomol_dl.workflow_run_id` (the top run).
-Run ids reach jobs through environment variables, which local jobs inherit and SLURM jobs get
-through `sbatch --export=ALL`: BIOMOL_DL_PARENT_RUN_ID and BIOMOL_DL_PARENT_RUNS (JSON,
-experiment name -> run id); so does the absolute tracking URI (MLFLOW_TRACKING_URI).
+Run ids, the absolute tracking URI (MLFLOW_TRACKING_URI) and the spool folder reach jobs through
+environment variables, which local jobs inherit and SLURM jobs get through `sbatch
+--export=ALL`: BIOMOL_DL_PARENT_RUN_ID, BIOMOL_DL_PARENT_RUNS (JSON, experiment -> run id),
+BIOMOL_DL_SPOOL.
 
-Job tags: rule, `wildcard.<name>`, Snakemake job id, host, pid, user, git commit + dirty flag of
-the workflow's repository, config hash, SLURM_JOB_ID, `input.<name>.path`, and after the body
+Job tags: rule, `wildcard.<name>`, host, pid, user, git commit + dirty flag of the workflow's
+repository, config hash, SLURM_JOB_ID, `input.<name>.path`, and after the body
 `output.<name>.path` / `output.<name>.sha256` (checkpoints are referenced this way, never
 uploaded). Params: the rule's params, flattened (`model.params.lr`). A body that raises ends the
 run FAILED with `biomol_dl.error` and an `error.txt` artifact (traceback); SIGTERM preemption
@@ -28,27 +38,30 @@ and other SystemExit / KeyboardInterrupt end it KILLED.
 
 Lineage (choice: tags in the store, not a sidecar index, so it works the same against a shared
 `mlflow server` and shows in the UI). Every finished job tags `produced.<sha256>` = the output's
-absolute path. A consumer hashes its inputs and, per input, looks up the most recent FINISHED run
-carrying that tag (same path first, then same content anywhere under the prefix), tagging
-`lineage.<input>.sha256`, `lineage.<input>.run_id` and `lineage.<input>.rule`. `lineage(run_id)`
-walks a model's run back through featurization, split and validation to the raw data's hash.
-Hashes are cached by (path, size, mtime) in a small SQLite file (BIOMOL_DL_HASH_CACHE, default
-results/mlflow/sha256_cache.sqlite), so a large feature file is hashed once, not once per
-consumer; files over BIOMOL_DL_HASH_MAX_MB (default 8192) are not hashed and tagged as skipped.
+absolute path. A consumer hashes its inputs (`lineage.<input>.sha256`) and, per input, the most
+recent FINISHED run carrying that tag (same path first, then same content anywhere under the
+prefix) becomes `lineage.<input>.run_id` / `.rule` (looked up by the job in live mode, by the
+sync in spool mode). `lineage(run_id)` walks a model's run back through featurization, split
+and validation to the raw data's hash. Hashes are cached by (path, size, mtime) in a small
+SQLite file (BIOMOL_DL_HASH_CACHE, default results/mlflow/sha256_cache.sqlite), so a large
+feature file is hashed once, not once per consumer; files over BIOMOL_DL_HASH_MAX_MB (default
+8192) are not hashed and tagged as skipped.
 
 Stores. Default: sqlite:///results/mlflow/mlflow.db under the workflow's working directory
 (artifacts in results/mlflow/artifacts), made absolute for jobs. `tracking.uri` in the config or
-MLFLOW_TRACKING_URI selects another store, e.g. http://host:5000 for `mlflow server`. SQLite
-under many writers: the schema is created once, under a file lock (a fresh store created by
-several processes at once loses runs to "table ... already exists"), experiments for every
-configured dataset are created in `workflow_start` before any job, experiment creation is
-create-or-get, and every store call is retried with jittered backoff on "database is locked"
-(MLflow already sets a 20 s SQLite busy timeout per session). Unreachable store: fail fast
-(choice). `job_run` and `workflow_start` check the store before any work (HTTP GET /health with a
-BIOMOL_DL_TRACKING_TIMEOUT second timeout, default 10; for SQLite, opening it) and raise
-`TrackingUnavailable` with a one-line message. If the store goes away later, in the middle of a
-training run, logging warns once and is switched off for that job: hours of training are not
-thrown away for lost metrics, and the run is marked KILLED by the next `workflow_start`.
+MLFLOW_TRACKING_URI selects another store, e.g. http://host:5000 for `mlflow server`. Many
+writers (live mode) on SQLite: the schema is created once, under a file lock (on a fresh file,
+concurrent schema creation loses all but one process's run), `workflow_start` creates every
+configured dataset's experiment before any job, experiment creation is create-or-get, and store
+calls are retried with jittered backoff on "database is locked" (MLflow itself sets a 20 s
+SQLite busy timeout per session; its MLFLOW_SQLALCHEMYSTORE_* variables only size the pool).
+
+Unreachable store (choice: fail fast, and in spool mode buffer too). `workflow_start`, and a
+live job before its body, check the store (HTTP: GET /health within BIOMOL_DL_TRACKING_TIMEOUT
+seconds, default 10; SQLite: opening it) and raise `TrackingUnavailable`, one line naming the
+URI. A spooled job never needs the store: if it goes away mid-workflow, the syncer warns and
+the spool waits for the next sync. A live job that loses the store mid-run warns once and stops
+logging rather than throw away hours of training.
 
 Stale runs. `workflow_start` marks RUNNING runs under the prefix KILLED when their process is
 gone: on this host, when the recorded pid no longer runs (or now belongs to a younger process);
@@ -73,10 +86,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -89,9 +104,12 @@ DEFAULT_PREFIX = "biomol-dl"
 WORKFLOW_EXPERIMENT = "workflow"
 
 ENV_TRACKING = "BIOMOL_DL_TRACKING"
+ENV_MODE = "BIOMOL_DL_TRACKING_MODE"
 ENV_URI = "MLFLOW_TRACKING_URI"
 ENV_PARENT = "BIOMOL_DL_PARENT_RUN_ID"
 ENV_PARENTS = "BIOMOL_DL_PARENT_RUNS"
+ENV_SPOOL = "BIOMOL_DL_SPOOL"
+ENV_SYNC_SECONDS = "BIOMOL_DL_SYNC_SECONDS"
 ENV_PREFIX = "BIOMOL_DL_EXPERIMENT_PREFIX"
 ENV_CONFIG_HASH = "BIOMOL_DL_CONFIG_HASH"
 ENV_GIT_COMMIT = "BIOMOL_DL_GIT_COMMIT"
@@ -112,8 +130,9 @@ TAG_PARENT = "mlflow.parentRunId"
 
 _MAX_PARAM = 6000
 _MAX_TAG = 8000
-_BATCH = 100  # MLflow's limit on params / tags per log_batch
+_BATCH = 100  # MLflow's limit on params + tags per log_batch
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SPOOL_SUFFIX = ".jsonl"
 
 
 class TrackingUnavailable(RuntimeError):
@@ -143,6 +162,15 @@ def tracking_uri(config: Mapping | None = None, workdir: str | Path | None = Non
         absolute = (Path(workdir or os.getcwd()) / base).resolve()
         uri = f"sqlite:///{absolute}" + (f"?{query}" if query else "")
     return uri
+
+
+def tracking_mode(config: Mapping | None = None) -> str:
+    """Spool (the default) or live: BIOMOL_DL_TRACKING_MODE, else config `tracking.mode`."""
+    configured = ((config or {}).get("tracking") or {}).get("mode")
+    mode = (os.environ.get(ENV_MODE) or configured or "spool").strip().lower()
+    if mode not in {"spool", "live"}:
+        raise ValueError(f"tracking mode must be 'spool' or 'live', not {mode!r}")
+    return mode
 
 
 def experiment_prefix(config: Mapping | None = None) -> str:
@@ -199,7 +227,10 @@ _CLIENTS: dict[str, Any] = {}
 
 
 def _unavailable(uri: str, reason: Any) -> TrackingUnavailable:
-    reason = " ".join(str(reason).split())[:300]
+    reason = " ".join(str(reason).split())
+    if "Invalid Host header" in reason:  # mlflow >= 3.5 accepts only localhost / private IPs
+        reason = "the server rejects this Host name; start it with --allowed-hosts <name>:<port>"
+    reason = reason[:300]
     return TrackingUnavailable(
         f"biomol-dl tracking: MLflow store {uri} is unavailable ({reason}); start it or point "
         f"tracking.uri / {ENV_URI} at a reachable store, or set {ENV_TRACKING}=0 to run untracked"
@@ -483,50 +514,139 @@ def _digest_tag(path: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Where a job's records go: straight to the store (live) or to a spool file (spool)
+
+Metric = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+
+
+class _LiveSink:
+    """Writes a run's records to the MLflow store as they come."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str | None = None):
+        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+
+    def log(self, metrics: Sequence[Metric] = (), params: Mapping[str, str] | None = None,
+            tags: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        from mlflow.entities import Metric as MlflowMetric
+        from mlflow.entities import Param, RunTag
+
+        metric_list = [MlflowMetric(*m) for m in metrics]
+        param_list = [Param(k, v) for k, v in (params or {}).items()]
+        tag_list = [RunTag(k, v) for k, v in (tags or {}).items()]
+        # MLflow's per-call limits: 100 params + tags, 1000 entities in all.
+        while metric_list or param_list or tag_list:
+            some_params = param_list[:_BATCH]
+            room = _BATCH - len(some_params)
+            _retry(
+                self.client.log_batch,
+                self.run_id,
+                metrics=metric_list[:900],
+                params=some_params,
+                tags=tag_list[:room],
+            )
+            metric_list, param_list, tag_list = (
+                metric_list[900:],
+                param_list[_BATCH:],
+                tag_list[room:],
+            )
+
+    def lineage(self, lookups: Sequence[Sequence[str]]) -> None:
+        self.log(tags=_resolve_lineage(self.client, lookups))
+
+    def artifact(self, path: str, artifact_path: str | None = None) -> None:
+        _retry(self.client.log_artifact, self.run_id, path, artifact_path)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        _retry(self.client.log_text, self.run_id, text, artifact_file)
+
+    def end(self, status: str, end_time: int | None = None) -> None:
+        _retry(self.client.set_terminated, self.run_id, status, end_time)
+
+
+class _SpoolSink:
+    """Appends a run's records, one JSON line each, to its own file under the spool folder.
+
+    Costs a job no mlflow import and no store round trip; `sync_spool` (a thread of the
+    Snakemake main process, the store's only writer) turns the file into an MLflow run.
+    """
+
+    run_id = None
+    experiment_id = None
+
+    def __init__(self, spool: Path, experiment: str, run_name: str, tags: Mapping[str, str]):
+        spool.mkdir(parents=True, exist_ok=True)
+        stem = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.path = spool / f"{stem}{_SPOOL_SUFFIX}"
+        self._file = open(self.path, "a", encoding="utf-8")  # open until end(): one append a record
+        self._write(op="start", experiment=experiment, run_name=run_name, tags=dict(tags),
+                    time=_now_ms())  # fmt: skip
+
+    def _write(self, **event: Any) -> None:
+        self._file.write(json.dumps(event) + "\n")
+        self._file.flush()
+
+    def log(self, metrics: Sequence[Metric] = (), params: Mapping[str, str] | None = None,
+            tags: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        self._write(op="log", metrics=[list(m) for m in metrics], params=dict(params or {}),
+                    tags=dict(tags or {}))  # fmt: skip
+
+    def lineage(self, lookups: Sequence[Sequence[str]]) -> None:
+        self._write(op="lineage", inputs=[list(x) for x in lookups])
+
+    def artifact(self, path: str, artifact_path: str | None = None) -> None:
+        self._write(op="artifact", path=path, artifact_path=artifact_path)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        self._write(op="text", text=text, artifact_file=artifact_file)
+
+    def end(self, status: str, end_time: int | None = None) -> None:
+        self._write(op="end", status=status, time=end_time or _now_ms())
+        self._file.close()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------------------------
 # One job's run
 
 
 class JobRun:
     """One MLflow run for one Snakemake job, or a no-op when tracking is off.
 
-    Logging during the body never kills a job: after retries, a failing store call is
-    reported once as a warning and later calls are skipped.
+    run_id is the MLflow run id in live mode and None in spool mode (the run is created when
+    the spool is synced). Logging during the body never kills a job: a failing store call (after
+    retries) is reported once as a warning and later calls are skipped.
     """
 
-    def __init__(
-        self, client: Any | None = None, run_id: str | None = None, experiment_id: str | None = None
-    ):
-        self._client = client
-        self.run_id = run_id
-        self.experiment_id = experiment_id
+    def __init__(self, sink: Any = None):
+        self._sink = sink
         self._params: dict[str, str] = {}
+        self.run_id = getattr(sink, "run_id", None)
+        self.experiment_id = getattr(sink, "experiment_id", None)
+        self.spool_file = getattr(sink, "path", None)
 
     @property
     def active(self) -> bool:
-        return self._client is not None and self.run_id is not None
+        return self._sink is not None
 
-    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> None:
-        if not self.active:
+    def _send(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self._sink is None:
             return
         try:
-            _retry(getattr(self._client, method), self.run_id, *args, **kwargs)
+            getattr(self._sink, method)(*args, **kwargs)
         except Exception as exc:
             logger.warning(
                 "MLflow %s failed for run %s (%s: %s); tracking is off for the rest of this job",
-                what,
-                self.run_id,
-                type(exc).__name__,
+                method, self.run_id or self.spool_file, type(exc).__name__,
                 " ".join(str(exc).split())[:300],
-            )
-            self._client = None
+            )  # fmt: skip
+            self._sink = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params, flattened (`model.params.lr`); a key logged twice keeps its first value."""
-        if not self.active:
-            return
-        from mlflow.entities import Param
-
-        new = []
+        new = {}
         for key, value in _flatten(params).items():
             key, text = _key(key), str(value)[:_MAX_PARAM]
             if key in self._params:
@@ -535,19 +655,13 @@ class JobRun:
                         "param %s already logged as %r; ignoring %r", key, self._params[key], text
                     )
                 continue
-            self._params[key] = text
-            new.append(Param(key, text))
-        for i in range(0, len(new), _BATCH):
-            self._call("log_params", "log_batch", params=new[i : i + _BATCH])
+            self._params[key] = new[key] = text
+        if new:
+            self._send("log", params=new)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log a dict of metrics in one batch (call once per epoch with step=epoch)."""
-        if not self.active:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = []
+        now, batch = _now_ms(), []
         for key, value in metrics.items():
             if value is None:
                 continue
@@ -556,24 +670,20 @@ class JobRun:
             except (TypeError, ValueError):
                 logger.warning("metric %s=%r is not a number; not logged", key, value)
                 continue
-            batch.append(Metric(_key(key), number, now, int(step or 0)))
+            batch.append((_key(key), number, now, int(step or 0)))
         if batch:
-            self._call("log_metrics", "log_batch", metrics=batch)
+            self._send("log", metrics=batch)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if not self.active:
-            return
-        from mlflow.entities import RunTag
-
-        items = [RunTag(_key(k), str(v)[:_MAX_TAG]) for k, v in tags.items()]
-        for i in range(0, len(items), _BATCH):
-            self._call("set_tags", "log_batch", tags=items[i : i + _BATCH])
+        if tags:
+            self._send("log", tags={_key(k): str(v)[:_MAX_TAG] for k, v in tags.items()})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a small file (metrics, predictions, plots, model card).
 
         Files over BIOMOL_DL_ARTIFACT_MAX_MB (default 50) are referenced by path and sha256
-        tags instead: Snakemake owns results/, MLflow keeps metadata.
+        tags instead: Snakemake owns results/, MLflow keeps metadata. In spool mode the file is
+        read when the spool is synced, so log files that stay (results/), not temporary ones.
         """
         p = Path(path)
         if not self.active:
@@ -584,10 +694,12 @@ class JobRun:
         if p.stat().st_size > _env_float(ENV_ARTIFACT_MAX_MB, 50) * 2**20:
             self.log_checkpoint(p, name=p.name)
             return
-        self._call("log_artifact", "log_artifact", str(p), artifact_path)
+        self._send("artifact", str(p.resolve()), artifact_path)
 
     def log_checkpoint(self, path: str | Path, name: str = "model") -> None:
         """Reference a large file (a checkpoint) by absolute path, size and sha256 tags."""
+        if not self.active:
+            return
         p = Path(path).resolve()
         self.set_tags(
             {
@@ -598,17 +710,17 @@ class JobRun:
         )
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.active:
-            self._call("log_text", "log_text", text, artifact_file)
+        self._send("text", text, artifact_file)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
-        """Log a dict as a JSON or YAML artifact (by the file's extension), e.g. a resolved config."""
-        if self.active:
-            self._call("log_dict", "log_dict", dict(obj), artifact_file)
+        """Log a dict as a YAML (.yaml / .yml) or JSON artifact, e.g. a resolved config."""
+        if artifact_file.endswith((".yaml", ".yml")):
+            self.log_text(_yaml(obj), artifact_file)
+        else:
+            self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
     def _terminate(self, status: str) -> None:
-        if self.active:
-            self._call("set_terminated", "set_terminated", status)
+        self._send("end", status)
 
 
 def _run_name(rule: str, wildcards: Mapping[str, Any]) -> str:
@@ -639,7 +751,8 @@ def job_run(
     smk: the Snakemake `snakemake` object; rule, wildcards, params, inputs and outputs are read
       from it unless given. inputs / outputs: Snakemake Namedlists, {name: path or [paths]} or a
       list of paths. experiment: overrides `<prefix>/<dataset wildcard>`.
-    Raises TrackingUnavailable before the body runs when the store cannot be used.
+    Spool mode (BIOMOL_DL_SPOOL set by workflow_start) writes a spool file; live mode raises
+    TrackingUnavailable before the body runs when the store cannot be used.
     """
     rule = rule or getattr(smk, "rule", None) or "job"
     wildcards = dict(wildcards if wildcards is not None else _names(smk, "wildcards"))
@@ -650,44 +763,21 @@ def job_run(
         yield JobRun()
         return
 
-    uri = tracking_uri()
-    check_store(uri)
-    client = _client(uri)
     exp_name = experiment or experiment_name(wildcards.get("dataset"))
-    exp_id = get_or_create_experiment(client, exp_name, uri)
-    tags = {
-        TAG_KIND: "job",
-        "rule": rule,
-        **{f"wildcard.{k}": v for k, v in wildcards.items()},
-        "wildcards": ",".join(f"{k}={v}" for k, v in sorted(wildcards.items())),
-        **_process_tags(),
-        "biomol_dl.workdir": os.getcwd(),
-        "config_hash": os.environ.get(ENV_CONFIG_HASH, "unknown"),
-    }
-    if getattr(smk, "jobid", None) is not None:
-        tags["snakemake_job_id"] = smk.jobid
-    commit, dirty = os.environ.get(ENV_GIT_COMMIT), os.environ.get(ENV_GIT_DIRTY)
-    if commit is None:
-        commit, dirty = git_state()
-    tags["mlflow.source.git.commit"], tags["git_dirty"] = commit, dirty
-    parent = _parent_for(exp_name)
-    if parent:
-        tags[TAG_PARENT] = parent
-        tags[TAG_WORKFLOW] = os.environ.get(ENV_PARENT) or parent
-    try:
-        created = _retry(
-            client.create_run,
-            exp_id,
-            tags={k: str(v) for k, v in tags.items()},
-            run_name=_run_name(rule, wildcards),
-        )
-    except Exception as exc:
-        raise _unavailable(uri, f"creating a run failed: {type(exc).__name__}: {exc}") from None
-    run = JobRun(client, created.info.run_id, exp_id)
+    tags = _job_tags(smk, rule, wildcards, exp_name)
+    spool = os.environ.get(ENV_SPOOL)
+    if spool:
+        sink: Any = _SpoolSink(Path(spool), exp_name, _run_name(rule, wildcards), tags)
+    else:
+        sink = _open_live_run(exp_name, _run_name(rule, wildcards), tags)
+    run = JobRun(sink)
     status, error = "FINISHED", None
     try:
         run.log_params(params)
-        run.set_tags(_input_tags(client, in_files, experiment_prefix()))
+        input_tags, lookups = _input_tags(in_files)
+        run.set_tags(input_tags)
+        if lookups:
+            run._send("lineage", lookups)
         yield run
     except Exception as exc:
         status, error = "FAILED", exc
@@ -703,26 +793,60 @@ def job_run(
                 run.set_tags({TAG_ERROR: f"{type(error).__name__}: {error}"})
                 run.log_text("".join(traceback.format_exception(error)), "error.txt")
             run.set_tags(_output_tags(out_files, hashed=status == "FINISHED"))
+        except Exception as exc:  # the job's own result matters more than its tags
+            logger.warning("could not tag the end of run %s: %s", run.run_id, exc)
         finally:
             run._terminate(status)
 
 
-def _input_tags(client: Any, files: Mapping[str, Any], prefix: str) -> dict[str, str]:
+def _job_tags(smk: Any, rule: str, wildcards: Mapping[str, Any], exp_name: str) -> dict[str, str]:
+    tags: dict[str, Any] = {
+        TAG_KIND: "job",
+        "rule": rule,
+        **{f"wildcard.{k}": v for k, v in wildcards.items()},
+        "wildcards": ",".join(f"{k}={v}" for k, v in sorted(wildcards.items())),
+        **_process_tags(),
+        "biomol_dl.workdir": os.getcwd(),
+        "config_hash": os.environ.get(ENV_CONFIG_HASH, "unknown"),
+    }
+    if getattr(smk, "jobid", None) is not None:  # Snakemake 9 does not give it to scripts
+        tags["snakemake_job_id"] = smk.jobid
+    commit, dirty = os.environ.get(ENV_GIT_COMMIT), os.environ.get(ENV_GIT_DIRTY)
+    if commit is None:
+        commit, dirty = git_state()
+    tags["mlflow.source.git.commit"], tags["git_dirty"] = commit, dirty
+    parent = _parent_for(exp_name)
+    if parent:
+        tags[TAG_PARENT] = parent
+        tags[TAG_WORKFLOW] = os.environ.get(ENV_PARENT) or parent
+    return {_key(k): str(v)[:_MAX_TAG] for k, v in tags.items()}
+
+
+def _open_live_run(exp_name: str, run_name: str, tags: Mapping[str, str]) -> _LiveSink:
+    uri = tracking_uri()
+    check_store(uri)
+    client = _client(uri)
+    try:
+        exp_id = get_or_create_experiment(client, exp_name, uri)
+        created = _retry(client.create_run, exp_id, tags=dict(tags), run_name=run_name)
+    except TrackingUnavailable:
+        raise
+    except Exception as exc:
+        raise _unavailable(uri, f"{type(exc).__name__}: {exc}") from None
+    return _LiveSink(client, created.info.run_id, exp_id)
+
+
+def _input_tags(files: Mapping[str, Any]) -> tuple[dict[str, str], list[list[str]]]:
+    """Tags for the inputs, and (name, sha256, absolute path) of each to find a producer for."""
     tags: dict[str, str] = {}
-    experiment_ids = None
+    lookups: list[list[str]] = []
     for name, path in _each_file(files):
         digest = _digest_tag(path)
         tags[f"input.{name}.path"] = path
         tags[f"lineage.{name}.sha256"] = digest
-        if not _HEX64.match(digest):
-            continue
-        if experiment_ids is None:
-            experiment_ids = _prefix_experiment_ids(client, prefix)
-        producer = find_producer(client, digest, path, experiment_ids)
-        if producer is not None:
-            tags[f"lineage.{name}.run_id"] = producer.info.run_id
-            tags[f"lineage.{name}.rule"] = producer.data.tags.get("rule", "")
-    return tags
+        if _HEX64.match(digest):
+            lookups.append([name, digest, str(Path(path).resolve())])
+    return tags, lookups
 
 
 def _output_tags(files: Mapping[str, Any], hashed: bool) -> dict[str, str]:
@@ -739,6 +863,18 @@ def _output_tags(files: Mapping[str, Any], hashed: bool) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------
 # Lineage
+
+
+def _resolve_lineage(client: Any, lookups: Sequence[Sequence[str]]) -> dict[str, str]:
+    """lineage.<name>.run_id / .rule tags for (name, sha256, absolute path) lookups."""
+    tags: dict[str, str] = {}
+    experiment_ids = _prefix_experiment_ids(client, experiment_prefix()) if lookups else []
+    for name, digest, path in lookups:
+        producer = find_producer(client, digest, path, experiment_ids)
+        if producer is not None:
+            tags[f"lineage.{name}.run_id"] = producer.info.run_id
+            tags[f"lineage.{name}.rule"] = producer.data.tags.get("rule", "")
+    return tags
 
 
 def find_producer(
@@ -764,6 +900,47 @@ def find_producer(
         if runs:
             return runs[0]
     return None
+
+
+def find_runs(
+    *,
+    dataset: str | None = None,
+    rule: str | None = None,
+    wildcards: Mapping[str, Any] | None = None,
+    status: str | None = "FINISHED",
+    uri: str | None = None,
+    max_results: int = 100,
+) -> list[str]:
+    """Run ids of job runs (newest first) whose `rule` and `wildcard.<name>` tags match.
+
+    For the report, which shows each model's run id. In spool mode the spool is copied into the
+    store first (under its lock), so jobs that just finished are found. Returns [] when tracking
+    is off or nothing matches; raises TrackingUnavailable when the store cannot be reached.
+    """
+    if not enabled():
+        return []
+    uri = uri or tracking_uri()
+    if tracking_mode() == "spool":
+        sync_spool(uri=uri)
+    client = _client(uri)
+    experiment = _retry(client.get_experiment_by_name, experiment_name(dataset))
+    if experiment is None:
+        return []
+    clauses = [f"attributes.status = '{status}'"] if status else []
+    tags = {"rule": rule} if rule else {}
+    tags.update({f"wildcard.{k}": v for k, v in (wildcards or {}).items()})
+    for key, value in tags.items():
+        if "'" in str(value) or "`" in key:
+            raise ValueError(f"cannot search for tag {key}={value!r}")
+        clauses.append(f"tags.`{key}` = '{value}'")
+    runs = _retry(
+        client.search_runs,
+        [experiment.experiment_id],
+        " and ".join(clauses),
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
+    return [run.info.run_id for run in runs]
 
 
 def lineage(run_id: str, uri: str | None = None, max_runs: int = 1000) -> list[dict[str, Any]]:
@@ -804,6 +981,159 @@ def lineage(run_id: str, uri: str | None = None, max_runs: int = 1000) -> list[d
 
 
 # --------------------------------------------------------------------------------------------
+# Spool: jobs append, one process syncs
+
+
+def spool_dir(workdir: str | Path | None = None) -> Path:
+    """BIOMOL_DL_SPOOL, else <workdir>/results/mlflow/spool."""
+    env = os.environ.get(ENV_SPOOL)
+    return Path(env) if env else Path(workdir or os.getcwd()).resolve() / "results/mlflow/spool"
+
+
+def sync_spool(spool: str | Path | None = None, uri: str | None = None, *,
+               finalize: bool = False) -> int:  # fmt: skip
+    """Replay spool files into MLflow runs; return how many runs were completed.
+
+    Files are replayed oldest job first, from where the last sync stopped (so producers' outputs
+    are in the store before their consumers' lineage is looked up); a file is removed once its
+    run has ended. finalize: runs whose job never ended them (killed jobs) end KILLED.
+    Raises TrackingUnavailable when the store cannot be reached (the spool is kept).
+    """
+    spool = Path(spool) if spool else spool_dir()
+    if not spool.is_dir() or not any(spool.glob(f"*{_SPOOL_SUFFIX}")):
+        return 0
+    uri = uri or tracking_uri()
+    check_store(uri)
+    client = _client(uri)
+    completed = 0
+    with _file_lock(spool / ".sync.lock"):
+        for path in sorted(spool.glob(f"*{_SPOOL_SUFFIX}")):
+            try:
+                completed += _sync_file(client, uri, path, finalize)
+            except TrackingUnavailable:
+                raise
+            except Exception as exc:  # the store went away mid-pass: keep the rest for later
+                raise _unavailable(uri, f"{type(exc).__name__}: {exc}") from None
+    return completed
+
+
+def _bad_record(exc: Exception) -> bool:
+    """A problem with one spooled record (skip it), not with the store (stop and retry later)."""
+    code = str(getattr(exc, "error_code", ""))
+    bad = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
+    return code in bad or isinstance(exc, (KeyError, TypeError, ValueError))
+
+
+def _sync_file(client: Any, uri: str, path: Path, finalize: bool) -> bool:
+    state_path = path.with_name(path.name + ".state")
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    run_id, offset = state.get("run_id"), int(state.get("offset", 0))
+
+    def save() -> None:
+        tmp = state_path.with_name(state_path.name + ".tmp")
+        tmp.write_text(json.dumps({"run_id": run_id, "offset": offset}))
+        os.replace(tmp, state_path)
+
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    data = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next sync
+    pending: dict[str, Any] = {"metrics": [], "params": {}, "tags": {}}
+    sink = _LiveSink(client, run_id) if run_id else None
+    ended = False
+
+    def flush() -> None:
+        if sink and (pending["metrics"] or pending["params"] or pending["tags"]):
+            sink.log(pending["metrics"], pending["params"], pending["tags"])
+        pending.update(metrics=[], params={}, tags={})
+
+    for line in data.splitlines(keepends=True):
+        offset += len(line)
+        try:
+            event = json.loads(line)
+            op = event["op"]
+            if op == "start":
+                exp_id = get_or_create_experiment(client, event["experiment"], uri)
+                run_id = _retry(client.create_run, exp_id, start_time=event["time"],
+                                tags=event["tags"], run_name=event["run_name"]).info.run_id  # fmt: skip
+                sink = _LiveSink(client, run_id, exp_id)
+                save()  # never create this run twice
+            elif sink is None:
+                continue
+            elif op == "log":  # merge consecutive records into few log_batch calls
+                pending["metrics"].extend(tuple(m) for m in event.get("metrics", []))
+                pending["params"].update(event.get("params", {}))
+                pending["tags"].update(event.get("tags", {}))
+            else:
+                flush()
+                if op == "lineage":
+                    sink.lineage(event["inputs"])
+                elif op == "artifact" and not Path(event["path"]).is_file():
+                    logger.warning("artifact %s of run %s is gone", event["path"], run_id)
+                elif op == "artifact":
+                    sink.artifact(event["path"], event.get("artifact_path"))
+                elif op == "text":
+                    sink.text(event["text"], event["artifact_file"])
+                elif op == "end":
+                    sink.end(event["status"], event.get("time"))
+                    ended = True
+                save()
+        except Exception as exc:
+            if not _bad_record(exc):
+                raise
+            logger.warning("%s: record at byte %d skipped: %s", path, offset - len(line), exc)
+            pending.update(metrics=[], params={}, tags={})
+    try:
+        flush()
+    except Exception as exc:
+        if not _bad_record(exc):
+            raise
+        logger.warning("%s: records skipped: %s", path, exc)
+    if not ended and finalize:
+        if sink is not None:
+            _kill(client, run_id, "its job ended without closing the run (killed?)")
+        ended = True
+    if ended:
+        path.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+    else:
+        save()
+    return ended
+
+
+class _SpoolSyncer(threading.Thread):
+    """Syncs the spool every few seconds from the Snakemake main process (a daemon thread)."""
+
+    def __init__(self, spool: Path, uri: str, interval: float):
+        super().__init__(name="biomol-dl-mlflow-sync", daemon=True)
+        self.spool, self.uri, self.interval = spool, uri, interval
+        self.stop = threading.Event()
+        self._last_error = ""
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                sync_spool(self.spool, self.uri)
+                self._last_error = ""
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                if message != self._last_error:  # once per distinct problem, not every tick
+                    logger.warning("MLflow spool sync: %s (will retry)", message)
+                self._last_error = message
+
+
+_SYNCER: _SpoolSyncer | None = None
+
+
+def _stop_syncer() -> None:
+    global _SYNCER
+    if _SYNCER is not None:
+        _SYNCER.stop.set()
+        _SYNCER.join(timeout=60)
+        _SYNCER = None
+
+
+# --------------------------------------------------------------------------------------------
 # Workflow hooks (Snakefile onstart / onsuccess / onerror)
 
 
@@ -829,6 +1159,7 @@ def workflow_start(
         return None
     uri = tracking_uri(config, workdir)
     prefix = experiment_prefix(config)
+    mode = tracking_mode(config)
     commit, dirty = git_state(repo)
     chash = _config_hash(config)
     os.environ.update(
@@ -841,15 +1172,8 @@ def workflow_start(
         }
     )
     os.environ.setdefault(ENV_HASH_CACHE, str(workdir / "results/mlflow/sha256_cache.sqlite"))
+    os.environ.pop(ENV_SPOOL, None)
     check_store(uri)
-    client = _client(uri)
-
-    datasets = list(config.get("datasets") or {})
-    names = [experiment_name(None, prefix)] + [experiment_name(d, prefix) for d in datasets]
-    exp_ids = {name: get_or_create_experiment(client, name, uri) for name in names}
-    killed = cleanup_stale_runs(client, _prefix_experiment_ids(client, prefix))
-
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     common = {
         **_process_tags(),
         "config_hash": chash,
@@ -857,6 +1181,34 @@ def workflow_start(
         "git_dirty": dirty,
         "biomol_dl.workdir": str(workdir),
     }
+    spool = workdir / "results/mlflow/spool"
+    try:
+        # Leftovers of an invocation that died: its jobs are over (Snakemake locks the workdir).
+        sync_spool(spool, uri, finalize=True)
+        main = _open_workflow_runs(_client(uri), uri, config, prefix, common)
+    except TrackingUnavailable:
+        raise
+    except Exception as exc:
+        raise _unavailable(uri, f"{type(exc).__name__}: {exc}") from None
+    if mode == "spool":
+        global _SYNCER
+        _stop_syncer()
+        os.environ[ENV_SPOOL] = str(spool)
+        _SYNCER = _SpoolSyncer(spool, uri, _env_float(ENV_SYNC_SECONDS, 5))
+        _SYNCER.start()
+    logger.info("MLflow workflow run %s in %s (%s mode)", main, uri, mode)
+    return main
+
+
+def _open_workflow_runs(
+    client: Any, uri: str, config: Mapping[str, Any], prefix: str, common: Mapping[str, str]
+) -> str:
+    datasets = list(config.get("datasets") or {})
+    names = [experiment_name(None, prefix)] + [experiment_name(d, prefix) for d in datasets]
+    exp_ids = {name: get_or_create_experiment(client, name, uri) for name in names}
+    killed = cleanup_stale_runs(client, _prefix_experiment_ids(client, prefix))
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     main = _retry(
         client.create_run,
         exp_ids[names[0]],
@@ -869,7 +1221,7 @@ def workflow_start(
             "stale_runs_killed": str(len(killed)),
         },
     ).info.run_id
-    top = JobRun(client, main, exp_ids[names[0]])
+    top = JobRun(_LiveSink(client, main, exp_ids[names[0]]))
     top.set_tags({TAG_WORKFLOW: main})
     parents = {names[0]: main}
     for dataset, name in zip(datasets, names[1:], strict=True):
@@ -889,9 +1241,6 @@ def workflow_start(
         top.log_text(_yaml(config), "config.yaml")
     os.environ[ENV_PARENT] = main
     os.environ[ENV_PARENTS] = json.dumps(parents)
-    logger.info(
-        "MLflow workflow run %s in %s (%d stale runs marked KILLED)", main, uri, len(killed)
-    )
     return main
 
 
@@ -926,7 +1275,10 @@ def workflow_end(status: str = "FINISHED", log: Any = None) -> None:
             if run.info.run_id not in parents.values():
                 _kill(client, run.info.run_id, f"workflow ended ({status}) while it was running")
 
-    top = JobRun(client, main)
+    top = JobRun(_LiveSink(client, main))
+    if os.environ.get(ENV_SPOOL):
+        _stop_syncer()
+        steps.append(("sync the spool", lambda: sync_spool(finalize=True)))
     steps.append(("mark unfinished jobs KILLED", kill_orphans))
     if status != "FINISHED":
         error = "the Snakemake workflow failed; see its log artifact"
@@ -1023,6 +1375,11 @@ def log_torch_model(
     """
     if not run.active:
         return None
+    if run.run_id is None:
+        raise TrackingUnavailable(
+            "biomol-dl tracking: log_torch_model needs a live run; run this rule with "
+            f"{ENV_MODE}=live (spool mode creates runs only when the spool is synced)"
+        )
     import mlflow
     import mlflow.pytorch
     import torch
@@ -1041,5 +1398,5 @@ def log_torch_model(
             pip_requirements=requirements,
         )
     # Leaving start_run() ended the run FINISHED; job_run sets the real final status.
-    _retry(run._client.update_run, run.run_id, status="RUNNING")
+    _retry(run._sink.client.update_run, run.run_id, status="RUNNING")
     return info.model_uri

@@ -1,0 +1,152 @@
+# Reports and inference: plots per model, a leaderboard per dataset, one HTML page for the run
+# (results/report/index.html), and predictions for new inputs with trained models. Plots and
+# leaderboards are flagged with report() for `snakemake --report report.zip`. What these rules
+# read from the config lives in biomol_dl.report.targets.
+from biomol_dl.report import targets as report_targets
+
+
+report: "../report/workflow.rst"
+
+
+try:
+    PREDICTIONS = report_targets.predict_specs(config)
+except bdl_config.ConfigError as err:
+    raise WorkflowError(f"biomol-dl: {err}") from None
+PREDICT_OUTPUTS = [f"results/predict/{name}/predictions.csv" for name in PREDICTIONS]
+REPORT_LAYOUT = report_targets.report_layout(config)
+
+
+rule report_model:
+    input:
+        predictions=lambda wc: report_targets.seed_paths(
+            config,
+            "results/{dataset}/train/{model}/seed{seed}/predictions.csv",
+            wc.dataset,
+            wc.model,
+        ),
+        histories=lambda wc: report_targets.seed_paths(
+            config,
+            "results/{dataset}/train/{model}/seed{seed}/history.csv",
+            wc.dataset,
+            wc.model,
+        ),
+        metrics=lambda wc: report_targets.seed_paths(
+            config,
+            "results/{dataset}/evaluate/{model}/seed{seed}/metrics.json",
+            wc.dataset,
+            wc.model,
+        ),
+        clean="results/{dataset}/validate/clean.csv",
+        summary="results/{dataset}/validate/summary.json",
+    output:
+        plots=report(
+            directory("results/report/{dataset}/plots/{model}"),
+            patterns=["{plot}.png"],
+            caption="../report/plot.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "{plot}"},
+        ),
+    log:
+        "logs/report_model/{dataset}/{model}.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        seeds=lambda wc: config["datasets"][wc.dataset]["seeds"],
+        family=lambda wc: config["models"][wc.model]["family"],
+        task=lambda wc: config["datasets"][wc.dataset]["task"],
+        kind=lambda wc: config["datasets"][wc.dataset]["kind"],
+        settings=lambda wc: report_targets.report_settings(config, wc.dataset),
+    script:
+        "../../scripts/report_model.py"
+
+
+rule report_dataset:
+    input:
+        metrics=lambda wc: [
+            f"results/{wc.dataset}/evaluate/{model}/seed{seed}/metrics.json"
+            for model, seed in train_outputs(wc.dataset)
+        ],
+        summary="results/{dataset}/validate/summary.json",
+        splits=lambda wc: report_targets.seed_paths(
+            config, "results/{dataset}/split/seed{seed}.json", wc.dataset
+        ),
+    output:
+        leaderboard=report(
+            "results/report/{dataset}/leaderboard.csv",
+            caption="../report/leaderboard_table.rst",
+            category="{dataset}",
+            subcategory="leaderboard",
+            labels={"model": "all", "figure": "leaderboard table"},
+        ),
+        per_seed="results/report/{dataset}/per_seed.csv",
+        json="results/report/{dataset}/report.json",
+        png=report(
+            "results/report/{dataset}/leaderboard.png",
+            caption="../report/leaderboard.rst",
+            category="{dataset}",
+            subcategory="leaderboard",
+            labels={"model": "all", "figure": "leaderboard"},
+        ),
+        svg="results/report/{dataset}/leaderboard.svg",
+    log:
+        "logs/report_dataset/{dataset}.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        models=lambda wc: report_targets.report_models(config, wc.dataset),
+        settings=lambda wc: report_targets.report_settings(config, wc.dataset),
+    script:
+        "../../scripts/report_dataset.py"
+
+
+rule report:
+    input:
+        reports=[d["report"] for d in REPORT_LAYOUT.values()],
+        plots=[p for d in REPORT_LAYOUT.values() for p in d["plots"].values()],
+        summary="results/summary.csv",
+        summary_wide="results/summary_wide.csv",
+    output:
+        html=report(
+            "results/report/index.html",
+            caption="../report/index.rst",
+            category="Overview",
+            labels={"model": "all", "figure": "HTML report"},
+        ),
+    log:
+        "logs/report/report.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        layout=REPORT_LAYOUT,
+        title=config["report"]["title"],
+    script:
+        "../../scripts/report.py"
+
+
+rule predict:
+    input:
+        table=lambda wc: PREDICTIONS[wc.prediction]["input"],
+        models=lambda wc: PREDICTIONS[wc.prediction]["models"],
+        summary=lambda wc: f"results/{PREDICTIONS[wc.prediction]['dataset']}/validate/summary.json",
+    output:
+        predictions="results/predict/{prediction}/predictions.csv",
+        rejects="results/predict/{prediction}/rejects.csv",
+        summary="results/predict/{prediction}/summary.json",
+    log:
+        "logs/predict/{prediction}.log",
+    wildcard_constraints:
+        prediction=_alternatives(list(PREDICTIONS)),
+    conda:
+        "../../envs/torch.yaml"
+    threads: lambda wc: PREDICTIONS[wc.prediction]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        spec=lambda wc: PREDICTIONS[wc.prediction],
+    script:
+        "../../scripts/predict.py"
