@@ -11,9 +11,10 @@ import logging
 import huggingface_hub
 import pytest
 import torch
+from conftest_plm import SEQUENCES, make_tiny_esm
+
 from biomol_dl import plm
 from biomol_dl.features import build_featurizer
-from conftest_plm import SEQUENCES, make_tiny_esm
 
 ANTIBODY = "EVQLVESGGGLVQPGGSLRLSCAAS"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from biomol_dl.features import build_featurizer
 from biomol_dl.features.protein import (
     AMINO_ACIDS,

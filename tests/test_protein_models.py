@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest_plm import SEQUENCES, make_tiny_esm
+
 from biomol_dl import train_job, training
 from biomol_dl.features.protein import (
     AminoAcidTokenFeaturizer,
@@ -15,7 +17,6 @@ from biomol_dl.features.protein import (
     PLMTokenFeaturizer,
 )
 from biomol_dl.models import cnn, plm_frozen, plm_lora, seq_transformer
-from conftest_plm import SEQUENCES, make_tiny_esm
 
 TARGETS = np.array([[0.3], [-1.2], [2.0], [0.7], [-0.4], [1.1]], dtype=np.float32)
 SMALL = {

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from biomol_dl import splits
 from biomol_dl.io import DataError
 

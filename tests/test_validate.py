@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from biomol_dl.io import DataError, read_raw_table
 from biomol_dl.validate import run_validation, validate_table
 

@@ -7,8 +7,8 @@ import copy
 import json
 
 import pandas as pd
-import yaml
 import pytest
+import yaml
 from conftest import ROOT, snakemake, write_config
 
 

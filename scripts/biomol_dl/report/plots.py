@@ -1,0 +1,543 @@
+"""Figures of the evaluation report (matplotlib, Agg canvas), each saved as PNG and SVG.
+
+For the report_model and report_dataset rules. Figures are drawn from the files other rules wrote
+(predictions.csv, history.csv, metrics.json, clean.csv) on the TEST split of one representative
+seed per model: the seed whose primary metric on the ranking split is the median across seeds,
+not the best one, so a parity plot shows what a typical run does. Learning curves show all seeds.
+
+Which plots a model gets follows from the task:
+
+  regression        parity, error_vs_size
+  binary            roc, pr, calibration, error_vs_size
+  multitask_binary  roc, pr (one panel per task up to MAX_PANELS tasks, else all tasks in one
+                    panel), calibration (pooled over tasks), error_vs_size
+  multiclass        confusion, error_vs_size
+
+plus learning_curve when the history has epochs (torch families; a random forest's history is a
+single fit time). Size is heavy atoms (RDKit) for molecules and length for sequences.
+`run_model_plots` writes one folder per model with a plots.json manifest (name, title, seed,
+caption) that the HTML report reads. The figure API is used without pyplot: no global state, no
+GUI backend, safe inside any process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomol_dl import metrics as M
+from biomol_dl.logutil import get
+
+log = get(__name__)
+
+MAX_PANELS = 16
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "svg.fonttype": "none",  # text stays text in the SVG: searchable, small
+    "svg.hashsalt": "biomol-dl",  # stable ids, so an unchanged figure gives an unchanged file
+}
+TITLES = {
+    "parity": "Parity plot",
+    "roc": "ROC curve",
+    "pr": "Precision-recall curve",
+    "calibration": "Calibration curve",
+    "confusion": "Confusion matrix",
+    "learning_curve": "Learning curves",
+    "error_vs_size": "Error vs size",
+}
+
+
+@contextmanager
+def _style():
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.8, 4.2), **kw):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def save(fig, png: str | Path, svg: str | Path | None = None, dpi: int = 120) -> None:
+    """Write a figure as PNG (and SVG), without timestamps so reruns give identical files."""
+    with _style():
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=dpi, metadata={"Software": None})
+        if svg is not None:
+            fig.savefig(svg, metadata={"Date": None, "Creator": None})
+
+
+def _one_class_note(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"one class in the test split:\n{what} undefined", ha="center",
+            va="center", transform=ax.transAxes, color="0.35")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------- the figures
+
+
+def parity_figure(y_true, y_pred, *, label: str, title: str):
+    """Predicted vs measured with the identity line; RMSE, R2 and n in the legend."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    with _style():
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        m = M.regression_metrics(y_true, y_pred)
+        ax.scatter(y_true, y_pred, s=22, alpha=0.8, color=COLORS[0], edgecolor="white",
+                   linewidth=0.5, zorder=3,
+                   label=f"test (n={len(y_true)})\nRMSE {m['rmse']:.3f}, R² {m['r2']:.3f}")  # fmt: skip
+        both = np.concatenate([y_true, y_pred])
+        lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+        pad = 0.05 * (hi - lo or 1.0)
+        lim = (lo - pad, hi + pad)
+        ax.plot(lim, lim, ls="--", lw=1, color="0.45", label="identity (y = x)", zorder=2)
+        ax.set(xlim=lim, ylim=lim, xlabel=f"measured {label}", ylabel=f"predicted {label}")
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        ax.legend(loc="upper left")
+    return fig
+
+
+def _grid(n: int) -> tuple[int, int]:
+    ncols = min(4, math.ceil(math.sqrt(n)))
+    return math.ceil(n / ncols), ncols
+
+
+def _panels(tasks: Sequence[tuple[str, np.ndarray, np.ndarray]], size_one=(4.8, 4.2)):
+    """Axes for per-task small multiples: one panel per task up to MAX_PANELS, else one panel."""
+    n = len(tasks)
+    if n == 1 or n > MAX_PANELS:
+        fig, axes = _figure(size=size_one)
+        return fig, [axes[0, 0]] * n
+    nrows, ncols = _grid(n)
+    fig, axes = _figure(nrows, ncols, size=(2.6 * ncols, 2.5 * nrows), sharex=True, sharey=True)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def roc_figure(tasks: Sequence[tuple[str, np.ndarray, np.ndarray]], *, title: str):
+    """ROC curve per task (y_true 0/1, p = P(class 1)), AUC in the legend, chance diagonal."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    with _style():
+        fig, axes = _panels(tasks)
+        many = len(tasks) > MAX_PANELS
+        aucs = []
+        for (name, y, p), ax in zip(tasks, axes, strict=True):
+            if len(np.unique(y)) < 2:
+                if not many:
+                    _one_class_note(ax, "ROC")
+                continue
+            fpr, tpr, _ = roc_curve(y, p)
+            auc = roc_auc_score(y, p)
+            aucs.append(auc)
+            color = "0.5" if many else COLORS[0]
+            ax.plot(fpr, tpr, color=color, lw=0.8 if many else 1.6,
+                    label=None if many else f"AUC {auc:.3f} (n={len(y)})")  # fmt: skip
+            if not many and len(tasks) > 1:
+                ax.set_title(name, fontsize=8)
+        for ax in dict.fromkeys(axes):  # each distinct panel once
+            ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6", label="chance")
+            ax.set(xlim=(0, 1), ylim=(0, 1.02))
+            ax.legend(loc="lower right")
+        _label_outer(fig, axes, "false positive rate", "true positive rate")
+        mean = f" (mean AUC {np.mean(aucs):.3f} over {len(aucs)} tasks)" if len(tasks) > 1 else ""
+        fig.suptitle(title + mean, fontsize=10)
+    return fig
+
+
+def pr_figure(tasks: Sequence[tuple[str, np.ndarray, np.ndarray]], *, title: str):
+    """Precision-recall curve per task, average precision in the legend, prevalence line."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    with _style():
+        fig, axes = _panels(tasks)
+        many = len(tasks) > MAX_PANELS
+        aps = []
+        for (name, y, p), ax in zip(tasks, axes, strict=True):
+            if len(np.unique(y)) < 2:
+                if not many:
+                    _one_class_note(ax, "PR curve")
+                continue
+            precision, recall, _ = precision_recall_curve(y, p)
+            ap = average_precision_score(y, p)
+            aps.append(ap)
+            ax.step(recall, precision, where="post", color="0.5" if many else COLORS[2],
+                    lw=0.8 if many else 1.6,
+                    label=None if many else f"AP {ap:.3f} (n={len(y)})")  # fmt: skip
+            if not many:
+                ax.axhline(np.mean(y), ls="--", lw=1, color="0.6",
+                           label=f"prevalence {np.mean(y):.2f}")  # fmt: skip
+                if len(tasks) > 1:
+                    ax.set_title(name, fontsize=8)
+        for ax in dict.fromkeys(axes):
+            ax.set(xlim=(0, 1), ylim=(0, 1.02))
+            ax.legend(loc="lower left")
+        _label_outer(fig, axes, "recall", "precision")
+        mean = f" (mean AP {np.mean(aps):.3f} over {len(aps)} tasks)" if len(tasks) > 1 else ""
+        fig.suptitle(title + mean, fontsize=10)
+    return fig
+
+
+def _label_outer(fig, axes, xlabel: str, ylabel: str) -> None:
+    distinct = list(dict.fromkeys(axes))
+    if len(distinct) == 1:
+        distinct[0].set(xlabel=xlabel, ylabel=ylabel)
+    else:
+        fig.supxlabel(xlabel, fontsize=9)
+        fig.supylabel(ylabel, fontsize=9)
+
+
+def calibration_figure(y_true, p_pred, *, title: str):
+    """Reliability diagram (quantile bins) over a histogram of the predicted probabilities."""
+    from sklearn.calibration import calibration_curve
+
+    y, p = np.asarray(y_true, int), np.clip(np.asarray(p_pred, float), 0, 1)
+    n_bins = int(np.clip(len(y) // 15, 2, 10))
+    with _style():
+        fig, axes = _figure(2, 1, size=(4.8, 5.0), sharex=True, height_ratios=[3, 1])
+        ax, hist = axes[0, 0], axes[1, 0]
+        brier = float(np.mean((p - y) ** 2)) if len(y) else math.nan
+        ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6", label="perfectly calibrated")
+        if len(y) >= 2:
+            frac, mean_p = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+            ax.plot(mean_p, frac, marker="o", ms=4, color=COLORS[3], lw=1.5,
+                    label=f"{n_bins} quantile bins (n={len(y)})\nBrier score {brier:.3f}")  # fmt: skip
+        ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), ylabel="fraction of positives")
+        ax.legend(loc="upper left")
+        ax.set_title(title)
+        hist.hist(p, bins=20, range=(0, 1), color=COLORS[5], edgecolor="white", linewidth=0.4)
+        hist.set(xlabel="predicted probability of class 1", ylabel="count")
+    return fig
+
+
+def confusion_figure(y_true, y_pred, classes: Sequence[str], *, title: str):
+    """Row-normalised confusion matrix (share of each true class), counts annotated."""
+    k = len(classes)
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    counts = np.zeros((k, k), dtype=int)
+    np.add.at(counts, (y_true, y_pred), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = counts / counts.sum(axis=1, keepdims=True)
+    share = np.nan_to_num(share)
+    side = max(3.6, 0.45 * k + 2.2)
+    with _style():
+        fig, axes = _figure(size=(side + 0.8, side))
+        ax = axes[0, 0]
+        ax.grid(False)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+        ticks = range(k)
+        ax.set_xticks(ticks, [str(c) for c in classes], rotation=45 if k > 4 else 0, ha="right")
+        ax.set_yticks(ticks, [str(c) for c in classes])
+        accuracy = np.trace(counts) / max(counts.sum(), 1)
+        ax.set(xlabel="predicted class", ylabel="true class")
+        ax.set_title(f"{title}\naccuracy {accuracy:.3f} (n={counts.sum()})")
+    return fig
+
+
+def learning_curve_figure(histories: Mapping[int, pd.DataFrame], *, title: str):
+    """Train and validation loss per epoch (left) and the validation metric (right), per seed."""
+    metric_cols = sorted(
+        {c for h in histories.values() for c in h.columns if c.startswith("val_")} - {"val_loss"}
+    )
+    metric = metric_cols[0] if metric_cols else None
+    with _style():
+        fig, axes = _figure(1, 2 if metric else 1, size=(8.4 if metric else 4.8, 3.6))
+        loss_ax = axes[0, 0]
+        for i, (seed, h) in enumerate(sorted(histories.items())):
+            color = COLORS[i % len(COLORS)]
+            marker = "o" if len(h) < 3 else None
+            if "train_loss" in h:
+                loss_ax.plot(h["epoch"], h["train_loss"], color=color, lw=1.4, marker=marker,
+                             ms=3, label=f"seed {seed} train")  # fmt: skip
+            if "val_loss" in h:
+                loss_ax.plot(h["epoch"], h["val_loss"], color=color, lw=1.4, ls="--",
+                             marker=marker, ms=3, label=f"seed {seed} val")  # fmt: skip
+            if metric and metric in h:
+                axes[0, 1].plot(h["epoch"], h[metric], color=color, lw=1.4, marker=marker,
+                                ms=3, label=f"seed {seed}")  # fmt: skip
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in axes.ravel():
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        loss_ax.set(xlabel="epoch", ylabel="loss (training objective)")
+        loss_ax.legend(ncols=2 if len(histories) > 2 else 1)
+        if metric:
+            axes[0, 1].set(xlabel="epoch", ylabel=metric.replace("_", " "))
+            axes[0, 1].legend()
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def error_vs_size_figure(sizes, errors, *, size_label: str, error_label: str, title: str):
+    """Per-example error against size, with the mean error in quantile bins of size."""
+    from scipy.stats import spearmanr
+
+    sizes, errors = np.asarray(sizes, float), np.asarray(errors, float)
+    with _style():
+        fig, axes = _figure(size=(4.8, 4.2))
+        ax = axes[0, 0]
+        rho = spearmanr(sizes, errors).statistic if len(sizes) > 2 else math.nan
+        ax.scatter(sizes, errors, s=18, alpha=0.7, color=COLORS[0], edgecolor="white",
+                   linewidth=0.4, label=f"test examples (n={len(sizes)})")  # fmt: skip
+        n_bins = int(np.clip(len(sizes) // 4, 1, 8))
+        if n_bins > 1 and np.unique(sizes).size > 1:
+            edges = np.unique(np.quantile(sizes, np.linspace(0, 1, n_bins + 1)))
+            which = np.clip(np.searchsorted(edges, sizes, side="right") - 1, 0, len(edges) - 2)
+            centres, means = [], []
+            for b in range(len(edges) - 1):
+                inside = which == b
+                if inside.sum() >= 2:
+                    centres.append(float(np.median(sizes[inside])))
+                    means.append(float(errors[inside].mean()))
+            ax.plot(centres, means, color=COLORS[3], lw=1.8, marker="s", ms=4,
+                    label="mean in size bins")  # fmt: skip
+        rho_text = "n/a" if not np.isfinite(rho) else f"{rho:.2f}"
+        ax.plot([], [], " ", label=f"Spearman ρ(size, error) = {rho_text}")
+        ax.set(xlabel=size_label, ylabel=error_label)
+        ax.set_ylim(bottom=0)
+        fig.legend(loc="outside lower center", ncols=2)
+        ax.set_title(title)
+    return fig
+
+
+def leaderboard_figure(per_seed: pd.DataFrame, table: pd.DataFrame, info: Mapping, *, dataset: str):
+    """Primary metric per model (rank order, best on top): mean +/- sd and every seed, val and test."""
+    metric, rank_split = info["primary_metric"], info["rank_split"]
+    shown = table[table["shown"]]
+    models = list(shown["model"])
+    n = len(models)
+    with _style():
+        fig, axes = _figure(size=(6.4, 1.8 + 0.42 * n))
+        ax = axes[0, 0]
+        ax.grid(axis="y", visible=False)
+        offsets = {"test": -0.13, "val": 0.13}
+        styles = {
+            "test": dict(color=COLORS[0], marker="o"),
+            "val": dict(color=COLORS[1], marker="s"),
+        }
+        for split in ("test", "val"):
+            for i, model in enumerate(models):
+                y = n - 1 - i + offsets[split]
+                row = shown[shown["model"] == model].iloc[0]
+                mean, sd = row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_sd"]
+                seeds = per_seed[
+                    (per_seed["model"] == model)
+                    & (per_seed["split"] == split)
+                    & (per_seed["metric"] == metric)
+                ]["value"].dropna()
+                ax.scatter(seeds, np.full(len(seeds), y), s=12, alpha=0.45,
+                           color=styles[split]["color"], zorder=2)  # fmt: skip
+                if np.isfinite(mean):
+                    ax.errorbar(mean, y, xerr=sd if np.isfinite(sd) else None, ms=7, capsize=3,
+                                mfc="white" if split == "val" else styles[split]["color"],
+                                mec=styles[split]["color"], ecolor=styles[split]["color"],
+                                marker=styles[split]["marker"], ls="none", zorder=3,
+                                label=f"{split}: mean ± sd, dots = seeds" if i == 0 else None)  # fmt: skip
+        labels = [
+            f"{m} ({shown.loc[shown['model'] == m, 'family'].iloc[0]})"
+            + (" · baseline" if shown.loc[shown["model"] == m, "baseline"].iloc[0] else "")
+            for m in models
+        ]
+        ax.set_yticks(range(n), labels[::-1])
+        ax.set_ylim(-0.7, n - 0.3)
+        better = "higher" if info["higher_is_better"] else "lower"
+        ax.set_xlabel(f"{metric} ({better} is better)")
+        ax.set_title(f"{dataset}: models ranked by {rank_split} {metric}")
+        fig.legend(loc="outside lower center", ncols=2)
+    return fig
+
+
+# ------------------------------------------------------------------------------- per model
+
+
+def representative_seed(
+    metrics_by_seed: Mapping[int, Mapping], primary_metric: str, rank_split: str
+) -> int:
+    """The seed whose primary metric is closest to the median over seeds (lowest seed on ties)."""
+    scores = {}
+    for seed, result in metrics_by_seed.items():
+        value = (result.get(rank_split) or {}).get("mean", {}).get(primary_metric)
+        if value is not None and math.isfinite(value):
+            scores[seed] = float(value)
+    if not scores:
+        return min(metrics_by_seed)
+    median = float(np.median(list(scores.values())))
+    return min(scores, key=lambda s: (abs(scores[s] - median), s))
+
+
+def example_sizes(inputs: Sequence[str], kind: str) -> np.ndarray:
+    """Heavy atoms (RDKit) of SMILES, or residues of sequences; NaN where RDKit cannot parse."""
+    if kind == "protein":
+        return np.array([len(s) for s in inputs], dtype=float)
+    from rdkit import Chem, rdBase
+
+    out = np.full(len(inputs), np.nan)
+    with rdBase.BlockLogs():
+        for i, smiles in enumerate(inputs):
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is not None:
+                out[i] = mol.GetNumHeavyAtoms()
+    return out
+
+
+def _read_predictions(path: str | Path) -> pd.DataFrame:
+    pred = pd.read_csv(path, dtype={"id": str, "task": str})
+    missing = {"id", "split", "task", "y_true", "y_pred"} - set(pred.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return pred
+
+
+def _errors(task: str, test: pd.DataFrame) -> tuple[np.ndarray, str]:
+    if task == "regression":
+        return np.abs(test["y_true"] - test["y_pred"]).to_numpy(), "absolute error"
+    if task == "multiclass":
+        probs = test[sorted((c for c in test if c.startswith("p_")), key=lambda c: int(c[2:]))]
+        true = test["y_true"].astype(int).to_numpy()
+        p_true = probs.to_numpy()[np.arange(len(test)), true]
+        return 1 - p_true, "1 − P(true class)"
+    return np.abs(test["y_true"] - test["y_pred"]).to_numpy(), "|label − P(class 1)|"
+
+
+def run_model_plots(
+    *,
+    dataset: str,
+    model: str,
+    family: str,
+    task: str,
+    kind: str,
+    predictions: Mapping[int, str | Path],
+    histories: Mapping[int, str | Path],
+    metrics: Mapping[int, str | Path],
+    clean_csv: str | Path,
+    validate_summary: str | Path,
+    primary_metric: str,
+    rank_split: str,
+    out_dir: str | Path,
+) -> list[dict[str, Any]]:
+    """The report_model rule: every plot of one model on one dataset, plus plots.json.
+
+    predictions / histories / metrics: {seed: path} for every seed of the model;
+    validate_summary: the dataset's validate summary.json (class names for multiclass).
+    Returns the manifest: [{"name", "title", "png", "svg", "seed", "caption"}, ...].
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {int(s): json.loads(Path(p).read_text()) for s, p in metrics.items()}
+    seed = representative_seed(results, primary_metric, rank_split)
+    n_seeds = len(results)
+    pred = _read_predictions(predictions[seed])
+    test = pred[(pred["split"] == "test") & pred["y_true"].notna()]
+    if test.empty:
+        raise ValueError(f"{predictions[seed]}: no labelled test rows to plot")
+    which = (
+        f"seed {seed}"
+        if n_seeds == 1
+        else f"seed {seed}, the median of {n_seeds} seeds by {rank_split} {primary_metric}"
+    )
+    title = f"{model} · {dataset} · seed {seed}"
+    manifest: list[dict[str, Any]] = []
+
+    def add(name: str, fig, caption: str, seeds: Sequence[int] = (seed,)) -> None:
+        save(fig, out_dir / f"{name}.png", out_dir / f"{name}.svg")
+        manifest.append({"name": name, "title": TITLES[name], "png": f"{name}.png",
+                         "svg": f"{name}.svg", "seeds": list(seeds), "caption": caption})  # fmt: skip
+        log.info("%s/%s: %s written", dataset, model, name)
+
+    n_test = test["id"].nunique()
+    if task == "regression":
+        label = str(test["task"].iloc[0])
+        add("parity", parity_figure(test["y_true"], test["y_pred"], label=label, title=title),
+            f"Predicted vs measured {label} on the {n_test} test examples ({which}). Dashed: "
+            "the identity line; RMSE and R² of this seed in the legend.")  # fmt: skip
+    elif task in ("binary", "multitask_binary"):
+        tasks = [(str(name), rows["y_true"].to_numpy().astype(int), rows["y_pred"].to_numpy())
+                 for name, rows in test.groupby("task", sort=False)]  # fmt: skip
+        per_task = "one panel per task, " if 1 < len(tasks) <= MAX_PANELS else ""
+        add("roc", roc_figure(tasks, title=title),
+            f"ROC curve on the test split ({per_task}{which}); dashed: chance.")  # fmt: skip
+        add("pr", pr_figure(tasks, title=title),
+            f"Precision-recall curve on the test split ({per_task}{which}); dashed: the share "
+            "of positives, what a random ranking achieves.")  # fmt: skip
+        pooled = " (all tasks pooled)" if len(tasks) > 1 else ""
+        add("calibration",
+            calibration_figure(test["y_true"], test["y_pred"], title=title),
+            f"Calibration on the test split{pooled} ({which}): observed share of positives "
+            "against the mean predicted probability in bins holding equal numbers of "
+            "examples; below, how the predicted probabilities are spread.")  # fmt: skip
+    elif task == "multiclass":
+        classes = json.loads(Path(validate_summary).read_text()).get("classes")
+        names = list(classes) if classes else sorted({str(int(v)) for v in test["y_true"]})
+        add("confusion",
+            confusion_figure(test["y_true"], test["y_pred"], names, title=title),
+            f"Confusion matrix on the test split ({which}): counts, coloured by the share of "
+            "each true class.")  # fmt: skip
+    else:
+        raise ValueError(f"unknown task {task!r}")
+
+    clean = pd.read_csv(clean_csv, dtype={"id": str, "input": str}, keep_default_na=False)
+    inputs = dict(zip(clean["id"], clean["input"], strict=True))
+    missing = [i for i in test["id"] if i not in inputs]
+    if missing:
+        raise ValueError(f"{clean_csv}: test id {missing[0]!r} of {predictions[seed]} not found")
+    sizes = example_sizes([inputs[i] for i in test["id"]], kind)
+    errors, error_label = _errors(task, test)
+    size_label = "sequence length (residues)" if kind == "protein" else "heavy atoms"
+    keep = np.isfinite(sizes)
+    add("error_vs_size",
+        error_vs_size_figure(sizes[keep], errors[keep], size_label=size_label,
+                             error_label=error_label, title=title),
+        f"Per-example error ({error_label}) against {size_label} on the test split ({which}); "
+        "the line is the mean error in bins of equal counts.")  # fmt: skip
+
+    histories_df = {int(s): pd.read_csv(p) for s, p in histories.items()}
+    trained = {s: h for s, h in histories_df.items() if "train_loss" in h and len(h)}
+    if trained:
+        add("learning_curve",
+            learning_curve_figure(trained, title=f"{model} · {dataset}"),
+            f"Training (solid) and validation (dashed) loss per epoch for each of the "
+            f"{len(trained)} seed(s), and the validation metric the training monitored.",
+            seeds=sorted(trained))  # fmt: skip
+    else:
+        log.info("%s/%s: no epochs in the history (%s): no learning curve", dataset, model, family)
+
+    (out_dir / "plots.json").write_text(
+        json.dumps(
+            {"dataset": dataset, "model": model, "family": family, "seed": seed, "plots": manifest},
+            indent=1,
+        )
+        + "\n"  # fmt: skip
+    )
+    return manifest

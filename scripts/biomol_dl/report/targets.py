@@ -1,0 +1,117 @@
+"""What the report and predict rules read from the resolved config: file lists, settings, and the
+`predict:` entries checked against their datasets and models.
+
+For workflow/rules/report.smk (pure functions of the config dict, so they are testable without
+Snakemake). A bad `predict:` entry raises biomol_dl.config.ConfigError naming its key path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from biomol_dl.config import ConfigError, dataset_models
+
+DEFAULT_PRIMARY = {
+    "regression": "rmse",
+    "binary": "roc_auc",
+    "multitask_binary": "roc_auc",
+    "multiclass": "accuracy",
+}
+
+
+def report_models(config: Mapping, dataset: str) -> dict[str, dict[str, Any]]:
+    """{model: {"family", "seeds"}} for every model the dataset trains."""
+    seeds = list(config["datasets"][dataset]["seeds"])
+    return {
+        model: {"family": config["models"][model]["family"], "seeds": seeds}
+        for model in dataset_models(config, dataset)
+    }
+
+
+def report_settings(config: Mapping, dataset: str) -> dict[str, Any]:
+    """The dataset's ranking settings: primary metric of its task, rank split, test, baselines."""
+    report = config.get("report") or {}
+    task = config["datasets"][dataset]["task"]
+    primary = {**DEFAULT_PRIMARY, **(report.get("primary_metric") or {})}
+    return {
+        "primary_metric": primary[task],
+        "rank_split": report.get("rank_split", "test"),
+        "paired_test": report.get("paired_test", "auto"),
+        "baseline_families": list(report.get("baseline_families", ["rf"])),
+        "top_k": report.get("top_k"),
+    }
+
+
+def seed_paths(config: Mapping, pattern: str, dataset: str, model: str | None = None) -> list:
+    """`pattern` formatted for every seed of the dataset (and the model)."""
+    return [
+        pattern.format(dataset=dataset, model=model, seed=seed)
+        for seed in config["datasets"][dataset]["seeds"]
+    ]
+
+
+def plot_dir(dataset: str, model: str) -> str:
+    return f"results/report/{dataset}/plots/{model}"
+
+
+def report_layout(config: Mapping) -> dict[str, dict[str, Any]]:
+    """{dataset: {"report": report.json, "plots": {model: plot folder}}} for the HTML page."""
+    return {
+        dataset: {
+            "report": f"results/report/{dataset}/report.json",
+            "plots": {m: plot_dir(dataset, m) for m in report_models(config, dataset)},
+        }
+        for dataset in config["datasets"]
+    }
+
+
+def model_file(config: Mapping, dataset: str, model: str, seed: int) -> str:
+    """The training rule's model file: model.skops for random forests, model.pt otherwise."""
+    ext = "skops" if config["models"][model]["family"] == "rf" else "pt"
+    return f"results/{dataset}/train/{model}/seed{seed}/model.{ext}"
+
+
+def predict_specs(config: Mapping) -> dict[str, dict[str, Any]]:
+    """Every `predict:` entry resolved against its dataset and model.
+
+    Returns {name: {dataset, model, family, input, format, input_column, id_column, seeds,
+    kind, task, validation, models: [model files]}}; raises ConfigError for an unknown dataset,
+    a model the dataset does not train, or seeds it does not have.
+    """
+    out = {}
+    for name, entry in (config.get("predict") or {}).items():
+
+        def bad(key: str, message: str, name: str = name) -> ConfigError:
+            return ConfigError(f"invalid config at 'predict.{name}.{key}': {message}")
+
+        dataset, model = entry["dataset"], entry["model"]
+        if dataset not in config["datasets"]:
+            defined = ", ".join(config["datasets"])
+            raise bad("dataset", f"unknown dataset {dataset!r}; defined: {defined}")
+        ds = config["datasets"][dataset]
+        trained = dataset_models(config, dataset)
+        if model not in trained:
+            raise bad(
+                "model", f"{model!r} is not trained on {dataset}; trained: {', '.join(trained)}"
+            )
+        seeds = ds["seeds"] if entry.get("seeds", "all") == "all" else entry["seeds"]
+        unknown = [s for s in seeds if s not in ds["seeds"]]
+        if unknown:
+            raise bad("seeds", f"{unknown} not among the seeds of {dataset}: {ds['seeds']}")
+        out[name] = {
+            "dataset": dataset,
+            "model": model,
+            "family": config["models"][model]["family"],
+            "input": entry["input"],
+            "format": entry.get("format"),
+            "input_column": entry.get("input_column") or ds["input_column"],
+            "id_column": entry.get("id_column"),
+            "seeds": [int(s) for s in seeds],
+            "threads": int(entry.get("threads", 2)),
+            "kind": ds["kind"],
+            "task": ds["task"],
+            "validation": dict(ds.get("validation") or {}),
+            "models": [model_file(config, dataset, model, s) for s in seeds],
+        }
+    return out
