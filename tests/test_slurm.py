@@ -193,6 +193,7 @@ def run_snakemake_on_slurm(
         sys.executable,
         "-m",
         "snakemake",
+        *targets,  # before --configfile, which takes every following word as a file
         "--snakefile",
         str(snakefile or REPO / "workflow" / "Snakefile"),
         "--profile",
@@ -206,7 +207,7 @@ def run_snakemake_on_slurm(
     ]
     if configfile is not None:
         command += ["--configfile", str(configfile)]
-    command += [*extra_args, *targets]
+    command += [*extra_args]
 
     run_env = dict(os.environ)
     run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run_env.get('PATH', '')}"
@@ -388,3 +389,47 @@ def test_workstation_profile_runs_at_most_k_gpu_jobs(resources, expected, tmp_pa
     rows = [(tmp_path / f"gpu{i}.txt").read_text().split() for i in range(4)]
     assert {int(r[2]) for r in rows} == {1}
     assert _max_overlap([(float(r[0]), float(r[1])) for r in rows]) == expected
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsys):
+    """The real workflow with the SLURM profile: every non-local job is an sbatch job, the GPU
+    training rule is scheduled with its GPU request (and trains on the CPU inside it), and each
+    job's MLflow run carries its SLURM job id."""
+    import copy
+
+    import yaml
+    from conftest import write_config
+    from mlflow import MlflowClient
+
+    config = copy.deepcopy(tiny_config)
+    config["datasets"] = {"tiny_logbb": config["datasets"]["tiny_logbb"]}
+    configfile = write_config(tmp_path, config)
+    run = run_snakemake_on_slurm(
+        tmp_path, configfile, ["results/summary.csv"], cluster=slurm_cluster, timeout=600
+    ).check()
+
+    train_ids = run.job_ids("train_mlp")
+    assert len(train_ids) == 1 and run.job_ids("train_rf")
+    gpu_job = _scontrol_job(train_ids[0])
+    assert "gpu:1" in gpu_job.get("TresPerJob", "") + gpu_job.get("TresPerNode", "")
+    train_log = (tmp_path / "logs/train_mlp/tiny_logbb/mlp_morgan_seed0.log").read_text()
+    assert "epoch" in train_log
+    summary = yaml.safe_load((tmp_path / "results/tiny_logbb/validate/summary.json").read_text())
+    assert summary["kept"] + summary["rejected"] == summary["rows_in"]
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow/mlflow.db")
+    exp = client.get_experiment_by_name("biomol-dl/tiny_logbb")
+    runs = client.search_runs([exp.experiment_id], "tags.rule = 'train_mlp'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["slurm_job_id"] == str(train_ids[0])
+    submitted = {job.job_id for job in run.jobs}
+    tagged = {
+        int(r.data.tags["slurm_job_id"])
+        for r in client.search_runs([exp.experiment_id], "tags.`biomol_dl.kind` = 'job'")
+        if "slurm_job_id" in r.data.tags
+    }
+    assert tagged and tagged <= submitted
+    with capsys.disabled():
+        print(f"\n[slurm] tiny pipeline ({len(run.jobs)} SLURM jobs) took {run.seconds:.0f} s")
