@@ -18,6 +18,8 @@ for _family, _meta in FAMILIES.items():
             history="results/{dataset}/train/{model}/seed{seed}/history.csv",
         log:
             f"logs/train_{_family}/" + "{dataset}/{model}_seed{seed}.log",
+        benchmark:
+            f"results/benchmarks/train_{_family}/" + "{dataset}/{model}_seed{seed}.tsv"
         wildcard_constraints:
             model=_alternatives(models_of_family(_family)),
         conda:
