@@ -1,0 +1,99 @@
+"""Run the molecular benchmarks one job at a time, ours and chemprop's interleaved by seed.
+
+For whoever re-runs BENCHMARKS.md. Run with the project venv (chemprop runs in its own venv):
+
+    BIOMOL_DL_MIRROR=/work/shared/datasets python scripts/bench/run_benchmarks.py \
+        --workdir /work/bench --dataset esol --models rf_morgan mlp_morgan dmpnn --chemprop
+
+Order: the dataset's fetch / validate / split / featurize jobs first (one Snakemake call, timed
+as "prep"), then for each seed every model in turn, each its own Snakemake call whose target
+is that model's metrics.json, then chemprop on the same split file (chemprop_side_by_side.py);
+so machine noise falls on both sides alike. Every call runs under /usr/bin/time -v; wall
+seconds and peak RSS go to <workdir>/timings.jsonl, one JSON object per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "config" / "benchmarks"
+
+
+def snakemake_cmd(workdir: Path, dataset: str, targets: list[str]) -> list[str]:
+    return [
+        "/usr/bin/time", "-v", sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(CONFIGS / "molecules.yaml"), str(CONFIGS / f"{dataset}.yaml"),
+        "--cores", "2", *targets,
+    ]  # fmt: skip
+
+
+def timed(cmd: list[str], log_path: Path, record: dict, timings: Path) -> None:
+    """Run cmd, logging to log_path; append wall time and peak RSS to timings (JSON lines)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    record["wall_seconds"] = time.perf_counter() - t0
+    text = log_path.read_text()
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    record["peak_rss_mb"] = int(rss.group(1)) / 1024 if rss else None
+    record["returncode"] = proc.returncode
+    with open(timings, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {log_path})"
+    print(f"{record['what']}: {record['wall_seconds']:.1f} s, {status}", flush=True)
+    if proc.returncode:
+        raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--dataset", required=True, help="config/benchmarks/<dataset>.yaml")
+    parser.add_argument("--models", nargs="*", default=[])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--chemprop", action="store_true", help="chemprop after each seed")
+    args = parser.parse_args(argv)
+
+    workdir = args.workdir.resolve()
+    timings = workdir / "timings.jsonl"
+    models = yaml.safe_load((CONFIGS / "molecules.yaml").read_text())["models"]
+    unknown = [m for m in args.models if m not in models]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; config/benchmarks/molecules.yaml has "
+                         f"{', '.join(models)}")  # fmt: skip
+    ds = args.dataset
+    prep = [f"results/{ds}/split/seed{s}.csv" for s in args.seeds]
+    prep += sorted({f"results/{ds}/featurize/{models[m]['featurizer']}.pt" for m in args.models})
+    logs = workdir / "bench_logs" / ds
+    timed(snakemake_cmd(workdir, ds, prep), logs / "prep.log",
+          {"dataset": ds, "what": f"{ds} prep", "kind": "prep"}, timings)  # fmt: skip
+    for seed in args.seeds:
+        for model in args.models:
+            target = f"results/{ds}/evaluate/{model}/seed{seed}/metrics.json"
+            record = {"dataset": ds, "model": model, "seed": seed, "kind": "ours",
+                      "what": f"{ds} {model} seed{seed}"}  # fmt: skip
+            timed(snakemake_cmd(workdir, ds, [target]), logs / f"{model}_seed{seed}.log", record,
+                  timings)  # fmt: skip
+        if args.chemprop:
+            cmd = [sys.executable, str(Path(__file__).with_name("chemprop_side_by_side.py")),
+                   "--workdir", str(workdir), "--dataset", ds, "--seed", str(seed)]  # fmt: skip
+            record = {"dataset": ds, "model": "chemprop", "seed": seed, "kind": "chemprop",
+                      "what": f"{ds} chemprop seed{seed}"}  # fmt: skip
+            timed(cmd, logs / f"chemprop_seed{seed}.log", record, timings)
+
+
+if __name__ == "__main__":
+    main()
