@@ -52,6 +52,9 @@ rule report_model:
     localrule: True
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         seeds=lambda wc: config["datasets"][wc.dataset]["seeds"],
         family=lambda wc: config["models"][wc.model]["family"],
@@ -95,6 +98,9 @@ rule report_dataset:
     localrule: True
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         models=lambda wc: report_targets.report_models(config, wc.dataset),
         settings=lambda wc: report_targets.report_settings(config, wc.dataset),
@@ -120,6 +126,9 @@ rule report:
     localrule: True
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         layout=REPORT_LAYOUT,
         title=config["report"]["title"],
