@@ -286,6 +286,9 @@ class _Tables:
         self.chirality = _lookup(list(CHIRAL_TAGS))
         self.bond_type = _lookup([int(2 * order) for order in BOND_TYPES], size=16)
         self.stereo = _lookup(list(BOND_STEREO))
+        flags = Chem.SanitizeFlags
+        # Sanitization without the symmetrized SSSR: ring membership, not the smallest ring set.
+        self.ring_membership_only = flags.SANITIZE_ALL ^ flags.SANITIZE_SYMMRINGS
         self.mass = np.zeros(_LUT_SIZE, dtype=np.float32)
         for z in range(1, 119):
             self.mass[z] = table.GetAtomicWeight(z) / 100.0
@@ -316,6 +319,8 @@ def _featurize_molecules(
     Atom, Bond = Chem.Atom, Chem.Bond
     tables = _Tables.get(options["elements"])
     fast = options.get("fast_paths", True)
+    # RDKit descriptors count and classify rings: molecules kept for them get the full ring set.
+    sanitize_ops = None if options["add_descriptors"] else tables.ring_membership_only
     chooser = None
     if options["largest_fragment"]:
         from rdkit.Chem.MolStandardize import rdMolStandardize
@@ -341,7 +346,7 @@ def _featurize_molecules(
     bond_order, conjugated = Bond.GetBondTypeAsDouble, Bond.GetIsConjugated
     ring_bond, bond_stereo = Bond.IsInRing, Bond.GetStereo
     for k, smi in enumerate(smiles_list):
-        mol = _parse(smi, Chem, fast)
+        mol = _parse(smi, Chem, fast, sanitize_ops)
         if mol is None or mol.GetNumAtoms() == 0:
             why = "RDKit cannot parse it" if mol is None else "it has no atoms"
             raise ValueError(
@@ -471,12 +476,15 @@ def _enum_codes(values: list) -> np.ndarray:
     return np.fromiter(map(int, values), dtype=np.int64, count=len(values))
 
 
-def _parse(smiles: str, Chem: Any, fast: bool) -> Any:
-    """MolFromSmiles, minus the stereo perception and H removal a plain SMILES cannot need.
+def _parse(smiles: str, Chem: Any, fast: bool, sanitize_ops: Any = None) -> Any:
+    """MolFromSmiles, minus the work a plain SMILES and these features cannot need.
 
     MolFromSmiles = parse + sanitize + assign stereochemistry + remove explicit hydrogens. Without
     '@', '/', '\\' or a bracket hydrogen atom the last two change nothing, and they cost about a
-    third of the parse time.
+    third of the parse time. `sanitize_ops` (`_Tables.ring_membership_only`) also skips sanitization's symmetrized SSSR
+    (about a tenth of the parse): the graph features need ring *membership* only, which RDKit then
+    finds with its faster ring search, and aromaticity perception finds its own rings either way.
+    RDKit descriptors count and classify rings, so molecules kept for them keep the full ring set.
     """
     if not fast or _NEEDS_FULL_PARSE.search(smiles):
         return Chem.MolFromSmiles(smiles)
@@ -484,7 +492,10 @@ def _parse(smiles: str, Chem: Any, fast: bool) -> Any:
     if mol is None:
         return None
     try:
-        Chem.SanitizeMol(mol)
+        if sanitize_ops is None:
+            Chem.SanitizeMol(mol)
+        else:
+            Chem.SanitizeMol(mol, sanitize_ops)
     except Exception:  # MolFromSmiles answers None for a molecule that fails sanitization
         return None
     return mol
