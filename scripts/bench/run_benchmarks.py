@@ -28,11 +28,11 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "config" / "benchmarks"
 
 
-def snakemake_cmd(workdir: Path, dataset: str, targets: list[str]) -> list[str]:
+def snakemake_cmd(workdir: Path, catalog: str, dataset_file: str, targets: list[str]) -> list[str]:
     return [
         "/usr/bin/time", "-v", sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(CONFIGS / "molecules.yaml"), str(CONFIGS / f"{dataset}.yaml"),
+        "--configfile", str(CONFIGS / f"{catalog}.yaml"), str(CONFIGS / f"{dataset_file}.yaml"),
         "--cores", "2", *targets,
     ]  # fmt: skip
 
@@ -61,7 +61,15 @@ def timed(cmd: list[str], log_path: Path, record: dict, timings: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--dataset", required=True, help="config/benchmarks/<dataset>.yaml")
+    parser.add_argument("--dataset", required=True, help="the dataset's key in its config file")
+    parser.add_argument("--dataset-file",
+                        help="config/benchmarks/<dataset-file>.yaml (default: the dataset's key; "
+                             "flip_gb1 holds gb1_three_vs_rest and gb1_low_vs_high)")  # fmt: skip
+    parser.add_argument("--catalog", default="molecules",
+                        help="the model catalog, config/benchmarks/<catalog>.yaml (molecules, "
+                             "proteins)")  # fmt: skip
+    parser.add_argument("--prep-only", action="store_true",
+                        help="only fetch, validate, split and featurize")  # fmt: skip
     parser.add_argument("--models", nargs="*", default=[])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--chemprop", action="store_true", help="chemprop after each seed")
@@ -69,23 +77,26 @@ def main(argv: list[str] | None = None) -> None:
 
     workdir = args.workdir.resolve()
     timings = workdir / "timings.jsonl"
-    models = yaml.safe_load((CONFIGS / "molecules.yaml").read_text())["models"]
+    catalog = CONFIGS / f"{args.catalog}.yaml"
+    models = yaml.safe_load(catalog.read_text())["models"]
     unknown = [m for m in args.models if m not in models]
     if unknown:
-        raise SystemExit(f"unknown model(s) {unknown}; config/benchmarks/molecules.yaml has "
-                         f"{', '.join(models)}")  # fmt: skip
+        raise SystemExit(f"unknown model(s) {unknown}; {catalog} has {', '.join(models)}")
     ds = args.dataset
+    ds_file = args.dataset_file or ds
     prep = [f"results/{ds}/split/seed{s}.csv" for s in args.seeds]
     prep += sorted({f"results/{ds}/featurize/{models[m]['featurizer']}.pt" for m in args.models})
     logs = workdir / "bench_logs" / ds
-    timed(snakemake_cmd(workdir, ds, prep), logs / "prep.log",
+    timed(snakemake_cmd(workdir, args.catalog, ds_file, prep), logs / "prep.log",
           {"dataset": ds, "what": f"{ds} prep", "kind": "prep"}, timings)  # fmt: skip
+    if args.prep_only:
+        return
     for seed in args.seeds:
         for model in args.models:
             target = f"results/{ds}/evaluate/{model}/seed{seed}/metrics.json"
             record = {"dataset": ds, "model": model, "seed": seed, "kind": "ours",
                       "what": f"{ds} {model} seed{seed}"}  # fmt: skip
-            timed(snakemake_cmd(workdir, ds, [target]), logs / f"{model}_seed{seed}.log", record,
+            timed(snakemake_cmd(workdir, args.catalog, ds_file, [target]), logs / f"{model}_seed{seed}.log", record,
                   timings)  # fmt: skip
         if args.chemprop:
             cmd = [sys.executable, str(Path(__file__).with_name("chemprop_side_by_side.py")),
