@@ -26,6 +26,7 @@ ARCHS = [
     {"arch": "dmpnn"},
     {"arch": "dmpnn", "pooling": "attention", "batch_norm": True, "descriptors": True},
     {"arch": "gcn", "pooling": "sum"},
+    {"arch": "dmpnn", "pooling": "norm"},
     {"arch": "gine"},
     {"arch": "gatv2", "heads": 4},
     {"arch": "attentivefp"},
@@ -105,6 +106,20 @@ def test_batching_changes_nothing(features, arch):
         alone = torch.cat([model(b) for b in gnn.make_loader(data, batch_size=1, shuffle=False,
                                                               seed=0, params={})])  # fmt: skip
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_norm_pooling_is_the_atom_sum_over_norm_scale(features):
+    # chemprop 2's default aggregation: sum over atoms / 100
+    torch.manual_seed(0)
+    summed = gnn.build_model(features, 1, {**SMALL, "pooling": "sum"}).eval()
+    normed = gnn.build_model(features, 1, {**SMALL, "pooling": "norm", "norm_scale": 50}).eval()
+    normed.load_state_dict(summed.state_dict())
+    data = gnn.build_datasets(features, np.zeros((16, 1), np.float32), SMALL)
+    batch = next(iter(gnn.make_loader(data, batch_size=16, shuffle=False, seed=0, params={})))
+    with torch.no_grad():
+        torch.testing.assert_close(normed.embed(batch), summed.embed(batch) / 50)
+    with pytest.raises(ValueError, match="norm_scale"):
+        gnn.settings({"pooling": "norm", "norm_scale": 0})
 
 
 def test_descriptors_standardized_on_train_rows_only(features):

@@ -298,7 +298,7 @@ def test_split_must_cover_every_clean_id(tmp_path):
         train(tmp_path, "regression", cols)
 
 
-@pytest.mark.parametrize("schedule", ["plateau", "constant"])
+@pytest.mark.parametrize("schedule", ["plateau", "constant", "exponential"])
 def test_other_schedules_and_accumulation(tmp_path, schedule):
     cols = write_problem(tmp_path, "regression")
     params = {"schedule": schedule, "warmup_epochs": 1, "accumulate": 2, "batch_norm": True}
@@ -314,6 +314,19 @@ def test_warmup_then_cosine_reaches_zero():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
     assert factors[-1] < 0.01
+
+
+def test_exponential_decays_geometrically_to_the_final_ratio():
+    # chemprop's schedule: warmup to lr, then lr * ratio**progress, ending at lr * ratio
+    cfg = training.TrainConfig(epochs=5, warmup_epochs=1, schedule="exponential",
+                               final_lr_ratio=0.1)  # fmt: skip
+    factors = [training._lr_factor(cfg, s, 10) for s in range(50)]
+    assert factors[9] == pytest.approx(1.0)
+    steps = [b / a for a, b in zip(factors[10:], factors[11:], strict=False)]
+    assert max(steps) == pytest.approx(min(steps)) and steps[0] < 1.0  # one constant ratio
+    assert factors[-1] == pytest.approx(0.1 ** (39 / 40))
+    with pytest.raises(ValueError, match="final_lr_ratio"):
+        training.TrainConfig(final_lr_ratio=0.0).check()
 
 
 def test_roc_auc_undefined_falls_back_to_val_loss(tmp_path):

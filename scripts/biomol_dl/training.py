@@ -57,7 +57,7 @@ import torch.nn.functional as F
 log = logging.getLogger("biomol_dl.training")
 
 TASKS = ("regression", "binary", "multiclass", "multitask_binary")
-SCHEDULES = ("cosine", "plateau", "constant")
+SCHEDULES = ("cosine", "exponential", "plateau", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # Which validation metrics make sense for which task; the first is the default ("auto").
@@ -90,8 +90,11 @@ class TrainConfig:
 
     epochs, batch_size, lr, weight_decay: AdamW over at most `epochs` epochs.
     warmup_epochs: linear warmup of the learning rate (may be fractional), then `schedule`:
-      cosine (to 0 at the end of the last epoch), plateau (halve the rate when the validation
-      metric has not improved for max(1, patience // 3) epochs, down to lr / 1000) or constant.
+      cosine (to 0 at the end of the last epoch), exponential (to lr * final_lr_ratio at the end
+      of the last epoch, chemprop's schedule: 1e-3 -> 1e-4 with its defaults), plateau (halve the
+      rate when the validation metric has not improved for max(1, patience // 3) epochs, down to
+      lr / 1000) or constant.
+    final_lr_ratio: the end of the exponential schedule, as a fraction of lr (0 < ratio <= 1).
     patience: early stopping after this many epochs without a better validation metric (0 = off).
     grad_clip: max global gradient norm (0 or None = no clipping).
     seed: python / numpy / torch seed; train_job overrides it with the {seed} wildcard.
@@ -113,6 +116,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_epochs: float = 0.0
     schedule: str = "cosine"
+    final_lr_ratio: float = 0.1
     patience: int = 20
     grad_clip: float | None = 1.0
     seed: int = 0
@@ -152,6 +156,8 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_epochs", "patience"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
+        if not 0 < self.final_lr_ratio <= 1:
+            raise bad("final_lr_ratio", "must be in (0, 1]")
         if self.grad_clip is not None and self.grad_clip < 0:
             raise bad("grad_clip", "must be >= 0 or null")
         for name, allowed in (
@@ -673,9 +679,11 @@ def _lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     warm = round(cfg.warmup_epochs * steps_per_epoch)
     if step < warm:
         return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
     if cfg.schedule == "cosine":
-        progress = min(1.0, (step - warm) / max(1, total - warm))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "exponential":
+        return cfg.final_lr_ratio**progress
     return 1.0
 
 

@@ -7,8 +7,10 @@ Model params (config `models.<name>.params`, next to the training-loop keys of T
     hidden: 300        width of atom / bond hidden states and of the graph embedding
     depth: 3           message-passing steps (layers)
     dropout: 0.0       after every message-passing layer and in the head
-    pooling: mean | sum | attention   atoms -> molecule (AttentionalAggregation for attention);
+    pooling: mean | sum | norm | attention   atoms -> molecule; norm = sum / norm_scale
+                       (chemprop 2's default aggregation); attention = AttentionalAggregation;
                        attentivefp brings its own attentive readout and takes no pooling
+    norm_scale: 100    the divisor of `norm` pooling (chemprop's NormAggregation default)
     batch_norm: false  BatchNorm1d after every message-passing layer
     descriptors: false concatenate the RDKit 2D descriptors of the featurizer (add_descriptors:
                        true), standardized with train-row mean / sd, before the head
@@ -43,13 +45,14 @@ import torch
 from torch import nn
 
 ARCHS = ("dmpnn", "gcn", "gine", "gatv2", "attentivefp")
-POOLINGS = ("mean", "sum", "attention")
+POOLINGS = ("mean", "sum", "norm", "attention")
 DEFAULTS: dict[str, Any] = {
     "arch": "dmpnn",
     "hidden": 300,
     "depth": 3,
     "dropout": 0.0,
     "pooling": "mean",
+    "norm_scale": 100.0,
     "batch_norm": False,
     "descriptors": False,
     "head_layers": 2,
@@ -89,6 +92,8 @@ def settings(params: Mapping[str, Any] | None) -> dict[str, Any]:
     for key in ("hidden", "depth", "head_layers", "heads", "timesteps"):
         if int(out[key]) < 1:
             raise ValueError(f"gnn: {key} must be >= 1, got {out[key]!r}")
+    if not float(out["norm_scale"]) > 0:
+        raise ValueError(f"gnn: norm_scale must be > 0, got {out['norm_scale']!r}")
     if not 0.0 <= float(out["dropout"]) < 1.0:
         raise ValueError(f"gnn: dropout must be in [0, 1), got {out['dropout']!r}")
     return out
@@ -247,6 +252,7 @@ class GNN(nn.Module):
             self.encoder = ConvEncoder(self.arch, atom_dim, bond_dim, hidden, depth, dropout,
                                        bool(cfg["batch_norm"]), int(cfg["heads"]))  # fmt: skip
         self.pooling = cfg["pooling"]
+        self.norm_scale = float(cfg["norm_scale"])
         if self.pooling == "attention" and self.arch != "attentivefp":
             from torch_geometric.nn import AttentionalAggregation
 
@@ -278,6 +284,8 @@ class GNN(nn.Module):
                 g = global_mean_pool(h, index, size)
             elif self.pooling == "sum":
                 g = global_add_pool(h, index, size)
+            elif self.pooling == "norm":
+                g = global_add_pool(h, index, size) / self.norm_scale
             else:
                 g = self.pool(h, index, dim_size=size)
         if self.n_descriptors:
