@@ -253,3 +253,20 @@ def test_featurizing_costs_about_as_much_as_parsing():
         f.featurize_table(smiles)
         featurize = min(featurize, time.perf_counter() - start)
     assert parse / featurize > 0.3, f"featurize rate is {parse / featurize:.2f}x the parse rate"
+
+
+def test_descriptors_see_the_same_rings_as_rdkit():
+    # Graph-only featurizing skips the symmetrized SSSR (ring membership is all it needs); the
+    # descriptor path must not, since ring counts and ring classes come from the ring set.
+    from rdkit.Chem import Descriptors
+
+    names = ["RingCount", "NumAromaticRings", "NumAliphaticRings", "BertzCT"]
+    cages = ["C1C2CC3CC1CC(C2)C3", "C12C3C4C1C5C2C3C45", "c1ccc2c(c1)ccc1ccccc12", "C1CC2CCC1CC2"]
+    f = MolGraphFeaturizer(add_descriptors=True, descriptor_names=names)
+    got = f.featurize_table(cages)["descriptors"].numpy()
+    for row, smi in zip(got, cages, strict=True):
+        mol = Chem.MolFromSmiles(smi)
+        want = [getattr(Descriptors, name)(mol) for name in names]
+        np.testing.assert_allclose(row, want, rtol=1e-5, err_msg=smi)
+    plain = MolGraphFeaturizer().featurize_table(cages)
+    assert torch.equal(plain["x"], f.featurize_table(cages)["x"])
