@@ -1,5 +1,5 @@
 """The molecular graph featurizer: feature values on known molecules, agreement with plain RDKit
-calls on benchmark molecules, the saved file format, and its speed relative to parsing."""
+calls on benchmark molecules, the saved file format (its speed is a benchmark: BENCHMARKS.md)."""
 
 from __future__ import annotations
 

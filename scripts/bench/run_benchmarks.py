@@ -68,8 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog", default="molecules",
                         help="the model catalog, config/benchmarks/<catalog>.yaml (molecules, "
                              "proteins)")  # fmt: skip
-    parser.add_argument("--prep-only", action="store_true",
-                        help="only fetch, validate, split and featurize")  # fmt: skip
     parser.add_argument("--models", nargs="*", default=[])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--chemprop", action="store_true", help="chemprop after each seed")
@@ -84,20 +82,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown model(s) {unknown}; {catalog} has {', '.join(models)}")
     ds = args.dataset
     ds_file = args.dataset_file or ds
+
+    def snakemake(targets: list[str]) -> list[str]:
+        return snakemake_cmd(workdir, args.catalog, ds_file, targets)
+
     prep = [f"results/{ds}/split/seed{s}.csv" for s in args.seeds]
     prep += sorted({f"results/{ds}/featurize/{models[m]['featurizer']}.pt" for m in args.models})
     logs = workdir / "bench_logs" / ds
-    timed(snakemake_cmd(workdir, args.catalog, ds_file, prep), logs / "prep.log",
+    timed(snakemake(prep), logs / "prep.log",
           {"dataset": ds, "what": f"{ds} prep", "kind": "prep"}, timings)  # fmt: skip
-    if args.prep_only:
-        return
     for seed in args.seeds:
         for model in args.models:
             target = f"results/{ds}/evaluate/{model}/seed{seed}/metrics.json"
             record = {"dataset": ds, "model": model, "seed": seed, "kind": "ours",
                       "what": f"{ds} {model} seed{seed}"}  # fmt: skip
-            timed(snakemake_cmd(workdir, args.catalog, ds_file, [target]), logs / f"{model}_seed{seed}.log", record,
-                  timings)  # fmt: skip
+            timed(snakemake([target]), logs / f"{model}_seed{seed}.log", record, timings)
         if args.chemprop:
             cmd = [sys.executable, str(Path(__file__).with_name("chemprop_side_by_side.py")),
                    "--workdir", str(workdir), "--dataset", ds, "--seed", str(seed)]  # fmt: skip

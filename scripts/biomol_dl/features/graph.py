@@ -481,10 +481,10 @@ def _parse(smiles: str, Chem: Any, fast: bool, sanitize_ops: Any = None) -> Any:
 
     MolFromSmiles = parse + sanitize + assign stereochemistry + remove explicit hydrogens. Without
     '@', '/', '\\' or a bracket hydrogen atom the last two change nothing, and they cost about a
-    third of the parse time. `sanitize_ops` (`_Tables.ring_membership_only`) also skips sanitization's symmetrized SSSR
-    (about a tenth of the parse): the graph features need ring *membership* only, which RDKit then
-    finds with its faster ring search, and aromaticity perception finds its own rings either way.
-    RDKit descriptors count and classify rings, so molecules kept for them keep the full ring set.
+    third of the parse time. `sanitize_ops` (None = all; `_Tables.ring_membership_only`) can also
+    skip sanitization's symmetrized SSSR (about a tenth of the parse): the graph features need
+    ring *membership* only, which RDKit then finds with its faster ring search, and aromaticity
+    perception finds its own rings either way.
     """
     if not fast or _NEEDS_FULL_PARSE.search(smiles):
         return Chem.MolFromSmiles(smiles)
@@ -492,10 +492,9 @@ def _parse(smiles: str, Chem: Any, fast: bool, sanitize_ops: Any = None) -> Any:
     if mol is None:
         return None
     try:
-        if sanitize_ops is None:
-            Chem.SanitizeMol(mol)
-        else:
-            Chem.SanitizeMol(mol, sanitize_ops)
+        Chem.SanitizeMol(
+            mol, Chem.SanitizeFlags.SANITIZE_ALL if sanitize_ops is None else sanitize_ops
+        )
     except Exception:  # MolFromSmiles answers None for a molecule that fails sanitization
         return None
     return mol
