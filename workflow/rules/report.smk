@@ -60,7 +60,12 @@ rule report_model:
         family=lambda wc: config["models"][wc.model]["family"],
         task=lambda wc: config["datasets"][wc.dataset]["task"],
         kind=lambda wc: config["datasets"][wc.dataset]["kind"],
-        settings=lambda wc: report_targets.report_settings(config, wc.dataset),
+        # Only the settings a model's plots use: top_k or the baselines re-run no plot.
+        settings=lambda wc: {
+            k: v
+            for k, v in report_targets.report_settings(config, wc.dataset).items()
+            if k in ("primary_metric", "rank_split")
+        },
     script:
         "../../scripts/report_model.py"
 
@@ -156,6 +161,9 @@ rule predict:
         mem_mb=8000,
         runtime=60,
     params:
-        spec=lambda wc: PREDICTIONS[wc.prediction],
+        # Threads are a resource, not part of what the predictions depend on.
+        spec=lambda wc: {
+            k: v for k, v in PREDICTIONS[wc.prediction].items() if k != "threads"
+        },
     script:
         "../../scripts/predict.py"
