@@ -4,7 +4,7 @@ For the benchmark in BENCHMARKS.md ("Molecular models vs chemprop"). Run with th
 from a workflow directory that already holds results/<dataset>/validate/clean.csv and
 results/<dataset>/split/seed<N>.csv:
 
-    python scripts/bench/chemprop_side_by_side.py --workdir /work/bench --dataset esol --seed 0
+    python scripts/bench/chemprop_side_by_side.py --workdir ../bench --dataset esol --seed 0
 
 What it does: writes chemprop's input CSV (SMILES + labels, clean-table order) and a
 --splits-file with the train / val / test row indices of our split file; runs chemprop's CLI
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
-CHEMPROP_PYTHON = "/work/chemprop-venv/bin/python"
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from peers import chemprop_python  # noqa: E402
 
 from biomol_dl.evaluate import evaluate_predictions  # noqa: E402
 
@@ -46,8 +47,14 @@ def prepare_inputs(workdir: Path, dataset: str, seed: int, out_dir: Path) -> dic
     labels, task = list(summary["label_columns"]), summary["task"]
     if task not in CHEMPROP_TASKS:
         raise ValueError(f"{base}/validate/summary.json: task {task!r} has no chemprop mapping")
-    clean = pd.read_csv(base / "validate" / "clean.csv", dtype={"id": str})
-    split = pd.read_csv(base / "split" / f"seed{seed}.csv", dtype={"id": str})
+    # Ids are strings as written ("NA" and "007" included), never NaN or numbers.
+    ids = {"id": str, "input": str}
+    clean = pd.read_csv(
+        base / "validate" / "clean.csv", dtype=ids, keep_default_na=False, na_values=[""]
+    )
+    split = pd.read_csv(
+        base / "split" / f"seed{seed}.csv", dtype=ids, keep_default_na=False, na_values=[""]
+    )
     if set(split["id"]) != set(clean["id"]) or len(split) != len(clean):
         raise ValueError(f"{base}/split/seed{seed}.csv: ids differ from clean.csv")
     part = clean["id"].map(dict(zip(split["id"], split["split"], strict=True)))
@@ -69,7 +76,7 @@ def prepare_inputs(workdir: Path, dataset: str, seed: int, out_dir: Path) -> dic
 def run_chemprop(inputs: dict, out_dir: Path, seed: int, extra: list[str]) -> dict:
     """chemprop train with its defaults on our split; returns wall seconds and peak RSS."""
     cmd = [
-        "/usr/bin/time", "-v", CHEMPROP_PYTHON, str(HERE / "chemprop_timed.py"),
+        "/usr/bin/time", "-v", chemprop_python(), str(HERE / "chemprop_timed.py"),
         str(out_dir / "epochs.json"), "train",
         "--data-path", str(out_dir / "data.csv"), "--splits-file", str(out_dir / "splits.json"),
         "-s", "smiles", "--target-columns", *inputs["targets"],

@@ -2,7 +2,7 @@
 
 For chemprop_side_by_side.py, which runs this file with the chemprop venv's interpreter:
 
-    /work/chemprop-venv/bin/python scripts/bench/chemprop_timed.py EPOCHS_JSON train --data-path ...
+    .venv-chemprop/bin/python scripts/bench/chemprop_timed.py EPOCHS_JSON train --data-path ...
 
 Chemprop's CLI logs no epoch times, so a Lightning callback is added to every Trainer it builds;
 it only reads the clock. EPOCHS_JSON gets [{"epoch", "seconds", "val_seconds", "examples"}]:

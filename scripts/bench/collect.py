@@ -2,7 +2,7 @@
 
 For BENCHMARKS.md. Run with the project venv after run_benchmarks.py:
 
-    python scripts/bench/collect.py --workdir /work/bench --dataset esol --metrics rmse mae r2 spearman
+    python scripts/bench/collect.py --workdir ../bench --dataset esol --metrics rmse mae r2 spearman
 
 Reads results/<dataset>/evaluate/<model>/seed<N>/metrics.json (ours) and
 chemprop/<dataset>/seed<N>/metrics.json (chemprop, scored by the same biomol_dl code), the wall

@@ -2,7 +2,7 @@
 
 For BENCHMARKS.md ("Featurization and training speed"). Run with the project venv:
 
-    python scripts/bench/featurize_speed.py --smiles-csv /work/bench/results/lipophilicity/validate/clean.csv
+    python scripts/bench/featurize_speed.py --smiles-csv ../bench/results/lipophilicity/validate/clean.csv
 
 Every contender featurizes the same SMILES (the `input` column of a clean table: validated,
 canonical) on one pinned CPU core with one thread, in the same run, rounds interleaved so that
@@ -30,8 +30,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-CHEMPROP_PYTHON = "/work/chemprop-venv/bin/python"
 
 
 def pin_one_core() -> None:
@@ -106,9 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import pandas as pd
     import torch
+    from peers import chemprop_python
+
+    python = chemprop_python()
 
     torch.set_num_threads(1)
-    smiles = pd.read_csv(args.smiles_csv)["input"].astype(str).tolist()
+    smiles = (
+        pd.read_csv(args.smiles_csv, dtype=str, keep_default_na=False)["input"].astype(str).tolist()
+    )
     smiles_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"featurize_speed_{os.getpid()}.txt"
     smiles_file.write_text("\n".join(smiles))
     times: dict[str, list[float]] = {"rdkit_parse": [], "biomol_dl_graph": [],
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             times["rdkit_parse"].append(time_rdkit(smiles))
             times["biomol_dl_graph"].append(time_ours(smiles))
-            cmd = [CHEMPROP_PYTHON, __file__, "--worker", "chemprop", "--rounds", "1",
+            cmd = [python, __file__, "--worker", "chemprop", "--rounds", "1",
                    "--smiles-file", str(smiles_file)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             result = json.loads(out.strip().splitlines()[-1])

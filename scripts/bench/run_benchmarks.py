@@ -2,8 +2,10 @@
 
 For whoever re-runs BENCHMARKS.md. Run with the project venv (chemprop runs in its own venv):
 
-    BIOMOL_DL_MIRROR=/work/shared/datasets python scripts/bench/run_benchmarks.py \
-        --workdir /work/bench --dataset esol --models rf_morgan mlp_morgan dmpnn --chemprop
+    BIOMOL_DL_MIRROR=../shared/datasets python scripts/bench/run_benchmarks.py \
+        --workdir ../bench --dataset esol --models rf_morgan mlp_morgan dmpnn --chemprop
+
+from the repository root (`make chemprop` first for --chemprop).
 
 Order: the dataset's fetch / validate / split / featurize jobs first (one Snakemake call, timed
 as "prep"), then for each seed every model in turn, each its own Snakemake call whose target
@@ -23,8 +25,8 @@ import time
 from pathlib import Path
 
 import yaml
+from peers import REPO, absolute_mirror_env
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "config" / "benchmarks"
 
 
@@ -44,7 +46,7 @@ def timed(cmd: list[str], log_path: Path, record: dict, timings: Path) -> None:
     with open(log_path, "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=absolute_mirror_env())
     record["wall_seconds"] = time.perf_counter() - t0
     text = log_path.read_text()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)

@@ -6,7 +6,7 @@ order so machine drift hits every mode alike, and reads the job's own wall time 
 `benchmark:` file Snakemake writes for it (results/benchmarks/train_<family>/...). Run it in a
 workdir where the targets' inputs (validation, split, features) already exist:
 
-    python scripts/bench/tracking_overhead.py --workdir /tmp/default_run \
+    python scripts/bench/tracking_overhead.py --workdir ../default_run \
         --configfile config/config.yaml --repeats 3 \
         results/b3db_logbb/train/mlp_morgan/seed0/predictions.csv \
         results/b3db_logbb/train/rf_morgan/seed0/predictions.csv
