@@ -2,17 +2,8 @@
 # own threads, memory and GPU request. A model name belongs to exactly one family, which keeps the
 # rules unambiguous. Resume checkpoints go to config["resume_dir"], outside the declared outputs.
 #
-# `params.model` is the model's own entry (family, featurizer and its spec, hyperparameters): a
-# change to one model re-trains that model only. Its `threads` are a resource, not an identity.
-
-
-def train_model_spec(wildcards):
-    spec = {
-        k: v for k, v in config["models"][wildcards.model].items() if k != "threads"
-    }
-    spec["name"] = wildcards.model
-    spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
-    return spec
+# `params.model` is the model's own entry (biomol_dl.rule_params.train_model_spec): a change to
+# one model re-trains that model only; its `threads` are a resource, not an identity.
 
 
 for _family, _meta in FAMILIES.items():
@@ -45,7 +36,7 @@ for _family, _meta in FAMILIES.items():
         params:
             # The loop variable must be bound now: `script:` is formatted when the job runs.
             family=_family,
-            model=train_model_spec,
+            model=lambda wc: rule_params.train_model_spec(config, wc.model),
             task=lambda wc: config["datasets"][wc.dataset]["task"],
             label_columns=lambda wc: config["datasets"][wc.dataset]["label_columns"],
             resume_dir=lambda wc: f"{config['resume_dir']}/{wc.dataset}/{wc.model}/seed{wc.seed}",

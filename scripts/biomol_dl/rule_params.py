@@ -1,0 +1,72 @@
+"""What each rule of the workflow is given as `params`: pure functions of the resolved config.
+
+Snakemake re-runs a job when its `params` change, so each function here returns only what
+changes that rule's output, and nothing else (workflow/rules/*.smk call them; tests/test_rerun.py
+checks the planned job set of each kind of edit after a real run):
+
+- fetch: what identifies the fetched bytes (a local file is an *input*, not a param);
+- validate: the dataset entry without `description`, `models`, `seeds` and the split;
+- train: the model's own entry without its `threads` (a resource, not an identity).
+
+A dataset's `description`, its list of models and seeds, a model's threads and the mirror folders
+reach no rule's params.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+# Source keys that only tell `validate` how to read the fetched file: not part of what is fetched.
+READ_OPTIONS = ("header", "skip_rows", "columns")
+
+
+def _parts(source: dict) -> list[dict]:
+    return source["parts"] if "parts" in source else [source]
+
+
+def fetch_inputs(config: dict, dataset: str) -> list[str]:
+    """The local files of `path` sources: inputs of fetch, so an edit in place re-runs it."""
+    source = config["datasets"][dataset]["source"]
+    return [part["path"] for part in _parts(source) if part.get("type") == "path"]
+
+
+def package_version(package: str) -> str | None:
+    """`distribution==version` of the installed distribution shipping `package`, else None."""
+    names = metadata.packages_distributions().get(package, [])
+    return f"{names[0]}=={metadata.version(names[0])}" if names else None
+
+
+def fetch_identity(config: dict, dataset: str) -> dict[str, Any]:
+    """The source without its read options (a url is pinned by its sha256), plus the installed
+    version of a package source's distribution: a new version re-runs fetch."""
+
+    def identity(part: dict) -> dict:
+        if part.get("type") == "package":
+            return {**part, "version": package_version(part["package"])}
+        return part
+
+    source = config["datasets"][dataset]["source"]
+    if "parts" in source:
+        # Parts are read and concatenated into one CSV, so their read options count here.
+        return {**source, "parts": [identity(p) for p in source["parts"]]}
+    return identity({k: v for k, v in source.items() if k not in READ_OPTIONS})
+
+
+def validate_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """The dataset entry as validation reads it: no `description`, `models` or `seeds`, and of
+    the split only a predefined split's column (it keeps duplicates apart across parts)."""
+    ds = config["datasets"][dataset]
+    spec = {k: v for k, v in ds.items() if k not in ("description", "models", "seeds", "split")}
+    split = ds["split"]
+    predefined = split["strategy"] == "predefined"
+    spec["split"] = {"strategy": "predefined", "column": split.get("column")} if predefined else {}
+    return spec
+
+
+def train_model_spec(config: dict, model: str) -> dict[str, Any]:
+    """The model's entry with its name and featurizer spec, without `threads`."""
+    spec = {k: v for k, v in config["models"][model].items() if k != "threads"}
+    spec["name"] = model
+    spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
+    return spec
