@@ -17,8 +17,6 @@ import pytest
 import yaml
 from conftest import ROOT, snakemake
 
-pytestmark = pytest.mark.slow
-
 NO_TRACKING = {"BIOMOL_DL_TRACKING": "0"}
 DATASET = "tiny"
 CONFIG = {
@@ -167,6 +165,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_edit_plans_exactly_the_affected_jobs(done_run, case):
     workdir, _ = done_run
@@ -174,9 +173,24 @@ def test_edit_plans_exactly_the_affected_jobs(done_run, case):
     assert plan(workdir, make_config()) == expected
 
 
+@pytest.mark.slow
 def test_source_file_edited_in_place_reruns_everything(done_run):
     """A `path` source is an input of fetch: editing the file re-runs fetch and all after it."""
     workdir, ran = done_run
     data = workdir / "data.csv"
     data.write_text(data.read_text().replace(",-0.51\n", ",-0.52\n", 1))
     assert plan(workdir, CONFIG) == ran
+
+
+def test_fetch_identity_is_the_bytes_not_how_they_are_read():
+    """A package source is identified by its distribution's version; read options (header,
+    columns) are validation's business, except in parts, which fetch itself reads."""
+    from biomol_dl import rule_params
+
+    package = {"type": "package", "package": "B3DB", "resource": "B3DB_regression.tsv"}
+    config = {"datasets": {"d": {"source": {**package, "header": False, "columns": ["a"]}}}}
+    identity = rule_params.fetch_identity(config, "d")
+    assert identity == {**package, "version": "qc-B3DB==1.1.1"}
+    config["datasets"]["d"]["source"] = {"parts": [{**package, "part": "x"}], "skip_rows": 1}
+    identity = rule_params.fetch_identity(config, "d")
+    assert identity["skip_rows"] == 1 and identity["parts"][0]["version"] == "qc-B3DB==1.1.1"
