@@ -8,7 +8,18 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from biomol_dl.config import ConfigError, dataset_models, load_config
+from biomol_dl.config import (
+    FAMILY_PARAMS,
+    NAME_PATTERN,
+    SCHEMA,
+    ConfigError,
+    _label,
+    check_config_files,
+    dataset_models,
+    load_config,
+    model_params,
+    read_yaml_strict,
+)
 
 
 @pytest.fixture
@@ -85,3 +96,82 @@ def test_benchmark_configs_are_valid(name):
                 assert f"{part['package'].lower()}==" in pinned
                 continue
             assert part["type"] == "url" and len(part["sha256"]) == 64 and part["mirror_path"]
+
+
+def test_model_param_tables_match_the_model_modules():
+    """The params read from source (no torch import) are exactly what the families accept."""
+    import dataclasses
+    import importlib
+
+    from biomol_dl.features.protein import LOADER_KEYS
+    from biomol_dl.models import FAMILIES
+    from biomol_dl.training import TrainConfig
+
+    assert set(FAMILY_PARAMS) == set(FAMILIES)
+    loop = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    for family, (module_name, extra) in FAMILY_PARAMS.items():
+        module = importlib.import_module(f"biomol_dl.models.{module_name}")
+        valid = model_params(family)
+        assert set(module.DEFAULTS) <= set(valid), family
+        if FAMILIES[family]["torch"]:
+            assert {k: valid[k] for k in loop} == loop, family
+        known = {*module.DEFAULTS, *extra}
+        if FAMILIES[family]["torch"]:
+            known |= {*loop, "n_classes", "pin_memory"}
+        if "max_tokens" in extra:
+            assert LOADER_KEYS <= set(valid), family
+        assert set(valid) == known, family
+
+
+def test_config_load_imports_neither_torch_nor_sklearn():
+    """Loading the default config stays cheap: torch or scikit-learn would add seconds to every
+    `snakemake` call."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml; from biomol_dl.config import load_config; "
+        f"load_config(yaml.safe_load(open({str(ROOT / 'config' / 'config.yaml')!r}))); "
+        "print(sorted(m for m in ('torch', 'sklearn', 'rdkit') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_names_follow_the_schema_pattern_and_grid_labels_fit_it(config):
+    assert NAME_PATTERN == yaml.safe_load(SCHEMA.read_text())["$defs"]["name"]["pattern"]
+    assert [_label(v) for v in (True, 1e-05, -1, "ReLU", [64, 64], "a/b.c")] == [
+        "true", "1em05", "m1", "relu", "64x64", "a_bpc"
+    ]  # fmt: skip
+    config["models"]["mlp_morgan"]["grid"] = {"activation": ["ReLU", "GELU"], "batch_norm": [True]}
+    load_config(config)
+    grid = [m for m in config["models"] if m.startswith("mlp_morgan__")]
+    assert grid == ["mlp_morgan__activation-relu_batch_norm-true",
+                    "mlp_morgan__activation-gelu_batch_norm-true"]  # fmt: skip
+
+
+def test_strict_yaml_names_file_and_line_and_allows_merge_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {x: 1}\nnew:\n  <<: *b\n  x: 2\n")
+    assert read_yaml_strict(path) == {"base": {"x": 1}, "new": {"x": 2}}
+    path.write_text("models:\n  a: {family: rf, family: mlp}\n")
+    with pytest.raises(ConfigError, match=rf"{path}, line 2: duplicate key 'family'"):
+        read_yaml_strict(path)
+
+
+def test_a_model_in_two_files_with_one_family_merges(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("models:\n  rf_morgan: {family: rf, featurizer: morgan}\n")
+    second.write_text("models:\n  rf_morgan: {family: rf, params: {n_estimators: 5}}\n")
+    check_config_files([first, second])
+    second.write_text("models:\n  rf_morgan: {family: gnn}\n")
+    with pytest.raises(ConfigError, match="'rf_morgan' is rf in .*a.yaml but gnn in .*b.yaml"):
+        check_config_files([first, second])
+
+
+def test_rf_takes_scikit_learn_arguments_but_not_the_ones_it_sets(config):
+    config["models"]["rf_morgan"]["params"].update(max_samples=0.5, min_samples_leaf=0.01)
+    load_config(copy.deepcopy(config))
+    config["models"]["rf_morgan"]["params"]["n_jobs"] = 4
+    with pytest.raises(ConfigError, match="'models.rf_morgan.params.n_jobs': unknown key"):
+        load_config(config)

@@ -1,26 +1,151 @@
-"""Configuration: JSON-schema validation with defaults, grid expansion and cross-checks.
+"""Configuration: a closed schema with defaults, safe names, per-type options, grids, cross-checks.
 
-`load_config` is what the Snakefile calls: after it returns, every dataset, featurizer and model
-entry is complete (defaults filled), every grid is expanded into named models, and every name a
-dataset refers to exists. Anything wrong raises `ConfigError` with the key path and the reason,
-before any job runs.
+`load_config(config, files)` is what workflow/rules/common.smk calls, before any job runs. After it
+returns, every dataset, featurizer and model entry is complete (defaults filled), every grid is
+expanded into named models, and every name refers to something that exists. Every mistake raises
+`ConfigError` with one line: the key path, the bad value and, for an unknown key, the nearest valid
+key. In order:
+
+1. The YAML files the user gave are re-read strictly (`read_yaml_strict`): a duplicate key fails
+   with file and line (Snakemake's loader silently keeps the last), and a model defined in two
+   merged files with different families fails (Snakemake would deep-merge both families' params).
+2. The JSON schema (workflow/schemas/config.schema.yaml) checks types, enums and required keys and
+   fills defaults. It is closed: an unknown key at any level fails. Integers are strict (1.0 and
+   true are not integers), seeds unique, split fractions each > 0.
+3. Names: every name that becomes a path (dataset, featurizer, model, grid-generated model,
+   predict entry; the future `corpora:` section must use it too) matches `NAME_PATTERN`, so no name
+   can leave results/ or collide on a case-insensitive filesystem.
+4. Options per type: a featurizer's keys are its class's keyword arguments; a model's params are
+   its family's `DEFAULTS` plus, for torch families, the training loop's `TrainConfig` fields and
+   the keys train_job and the loaders read; split options come from `splits.check_spec`, and
+   validation options from `validate.validation_options`. Values are type-checked against the
+   annotation or the default's type.
+5. Grids expand into `<name>__<key>-<value>_...` models; a generated name that equals another
+   model's name fails.
+6. Cross-references: featurizers, models and predict entries exist and fit the dataset's kind.
+
+Valid model params are read from the model modules' source (`ast`), not by importing them: those
+modules import torch, which would add seconds to every `snakemake` call.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import difflib
+import functools
 import hashlib
+import inspect
 import itertools
 import json
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+PACKAGE = Path(__file__).resolve().parent
+SCHEMA = PACKAGE.parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Params a family takes besides its module's DEFAULTS (and TrainConfig for torch families):
+# train_job reads `n_classes` and adds `pin_memory`; residue-token loaders read the batching keys
+# of features/protein.py LOADER_KEYS; plm_lora's `model` must name its featurizer's model.
+_JOB_PARAMS = {"n_classes": "int", "pin_memory": "bool"}
+_TOKEN_LOADER_PARAMS = {**_JOB_PARAMS, "max_tokens": "int | None", "bucket_batches": "int"}
+FAMILY_PARAMS: dict[str, tuple[str, dict[str, str]]] = {
+    # family: (module in biomol_dl/models/ whose DEFAULTS it takes, {param: type} added or
+    # overriding the type its default implies)
+    # scikit-learn also takes a fraction for these two (min_samples_leaf: 0.01)
+    "rf": ("rf", {"max_features": "str | int | float | None", "min_samples_leaf": "int | float"}),
+    "mlp": ("mlp", _JOB_PARAMS),
+    "plm_frozen": ("mlp", _JOB_PARAMS),
+    "gnn": ("gnn", _JOB_PARAMS),
+    "smiles_transformer": ("smiles_transformer", _JOB_PARAMS),
+    "cnn": ("cnn", _TOKEN_LOADER_PARAMS),
+    "seq_transformer": ("seq_transformer", _TOKEN_LOADER_PARAMS),
+    "plm_lora": ("plm_lora", {**_TOKEN_LOADER_PARAMS, "model": "str | None"}),
+}
+# rf passes these itself; any other RandomForest argument is the user's to set.
+_RF_RESERVED = ("random_state", "n_jobs")
+# The homology strategy's alias of max_similarity (splits.check_spec resolves it).
+_SPLIT_ALIASES = {"homology": ("max_identity",)}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# libyaml's parser where PyYAML has it (same results, several times faster than pure Python).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ConfigError(ValueError):
     """An invalid configuration: the message names the key path and the reason."""
+
+
+# ----------------------------------------------------------------------------- YAML files
+
+
+class StrictLoader(_SafeLoader):
+    """A YAML safe loader that raises ConfigError on a duplicate mapping key (file, line, key)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                continue
+            if first is not None:
+                raise ConfigError(
+                    f"{key_node.start_mark.name}, line {line}: duplicate key {key!r} (first at "
+                    f"line {first}); YAML would silently keep only the last"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml_strict(path: str | Path) -> Any:
+    """Parse a YAML file like yaml.safe_load, but a duplicate key raises ConfigError."""
+    with open(path) as fh:  # an open file: marks (hence messages) carry its name
+        try:
+            return yaml.load(fh, Loader=StrictLoader)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Re-read each config file strictly; a model defined in two files must keep one family."""
+    families: dict[str, tuple[str, str]] = {}
+    for path in paths:
+        data = read_yaml_strict(path)
+        models = data.get("models") if isinstance(data, Mapping) else None
+        for name, spec in (models if isinstance(models, Mapping) else {}).items():
+            family = spec.get("family") if isinstance(spec, Mapping) else None
+            if family is None:
+                continue
+            first_family, first_path = families.setdefault(name, (family, str(path)))
+            if family != first_family:
+                raise ConfigError(
+                    f"invalid config at 'models.{name}.family': {name!r} is {first_family} in "
+                    f"{first_path} but {family} in {path}; the files would merge into one model "
+                    "with both families' params (rename one of them)"
+                )
+
+
+# ------------------------------------------------------------------------------ schema
+
+
+@functools.cache
+def _schema(schema_path: Path = SCHEMA) -> dict:
+    return yaml.load(Path(schema_path).read_text(), Loader=_SafeLoader)
+
+
+NAME_PATTERN: str = _schema()["$defs"]["name"]["pattern"]
+NAME_RULE = (
+    "lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 100 "
+    "characters (names become paths)"
+)
 
 
 def _validator(schema: dict):
@@ -35,20 +160,309 @@ def _validator(schema: dict):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    # JSON Schema counts 1.0 as an integer; a seed or a thread count of 1.0 is a mistake here.
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    cls = jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=checker)
     return cls(schema)
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def unknown_key(path: str, key: Any, valid: Iterable[str]) -> ConfigError:
+    """The error for `key` not among `valid` under `path`: names the nearest valid key."""
+    valid = sorted(valid)
+    near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    where = f"{path}.{key}" if path else str(key)
+    return ConfigError(
+        f"invalid config at '{where}': unknown key {key!r}; {hint}valid: {', '.join(valid) or '-'}"
+    )
+
+
+def check_keys(path: str, given: Mapping, valid: Iterable[str]) -> None:
+    """Raise `unknown_key` for the first key of `given` that is not in `valid`."""
+    valid = set(valid)
+    for key in given:
+        if key not in valid:
+            raise unknown_key(path, key, valid)
+
+
+def _describe(error) -> str:
+    """One line for a jsonschema error: unknown keys get the nearest valid key, names the rule,
+    and a value matching no alternative (oneOf) gets the alternative's deepest error."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        return _describe(max(error.context, key=lambda e: len(e.absolute_path)))
+    path = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        valid = error.schema.get("properties", {})
+        key = next(k for k in error.instance if k not in valid)
+        return str(unknown_key(".".join(map(str, error.absolute_path)), key, valid))
+    if "propertyNames" in error.absolute_schema_path:
+        return str(_bad_name(path, error.instance))
+    return f"invalid config at '{path}': {error.message}"
 
 
 def validate_config(config: dict, schema_path: Path = SCHEMA) -> dict:
     """Validate in place, filling defaults; raise ConfigError naming the first bad key path."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(_validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        _validator(_schema(Path(schema_path))).iter_errors(config),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
     if errors:
-        err = errors[0]
-        path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"invalid config at '{path}': {err.message}{more}")
+        raise ConfigError(_describe(errors[0]) + more)
     return config
+
+
+def check_name(path: str, name: Any) -> None:
+    """A name that becomes a path must match NAME_PATTERN (the schema's `$defs/name`)."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise _bad_name(path, name)
+
+
+def _bad_name(path: str, name: Any) -> ConfigError:
+    return ConfigError(
+        f"invalid config at '{path}': name {name!r} is not allowed; names match {NAME_PATTERN}: "
+        f"{NAME_RULE}"
+    )
+
+
+# ------------------------------------------------------------------------- value types
+
+
+def _is_number(value: Any) -> bool:
+    # YAML 1.1 reads `1e-3` as a string; the families and the training loop convert it.
+    if isinstance(value, str):
+        return _NUMBER.fullmatch(value.strip()) is not None
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# The type names a spec may use; any other name (Any, a class) accepts every value.
+_TYPE_CHECKS: dict[str, Any] = {
+    "None": lambda v: v is None,
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": _is_number,
+    "str": lambda v: isinstance(v, str),
+    "dict": lambda v: isinstance(v, dict),
+    "Mapping": lambda v: isinstance(v, dict),
+}
+_SEQUENCE_TYPES = ("list", "tuple", "Sequence")
+
+
+def _accepts(spec: str, value: Any) -> bool:
+    """Whether `value` fits a type spec written like an annotation: "int | list[int] | None".
+
+    int is strict (not a bool, not 1.0); float takes any number or a numeric string; list[T]
+    (or Sequence[T]) a YAML list of T.
+    """
+    for alt in _split_top(spec, "|"):
+        base, _, inner = alt.partition("[")
+        base, item = base.strip(), inner.removesuffix("]").strip()
+        if base in _SEQUENCE_TYPES:
+            if isinstance(value, list) and (not item or all(_accepts(item, v) for v in value)):
+                return True
+        elif base not in _TYPE_CHECKS or _TYPE_CHECKS[base](value):
+            return True
+    return False
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split at `sep` outside brackets: "int | list[int | None]" -> ["int", "list[int | None]"]."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "[") - (char == "]")
+        if char == sep and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def _spec_of_default(value: Any) -> str:
+    """The type spec a default implies; null always passes (the family's own check decides).
+
+    A list default also takes one item of its item type (mlp `hidden: 64` is one layer); null
+    and an empty list say nothing of the type.
+    """
+    if value is None or value == []:
+        return "Any"
+    if isinstance(value, list | tuple):
+        item = _spec_of_default(value[0]).removesuffix(" | None")
+        return f"list[{item}] | {item} | None"
+    return f"{type(value).__name__} | None"
+
+
+def check_value(path: str, value: Any, spec: str) -> None:
+    """Raise ConfigError unless `value` fits the type spec."""
+    if not _accepts(spec, value):
+        raise ConfigError(
+            f"invalid config at '{path}': expected {spec}, got {value!r} ({type(value).__name__})"
+        )
+
+
+def check_params(path: str, params: Mapping, valid: Mapping[str, str]) -> None:
+    """Every key known (else the nearest valid one is named), every value of its type."""
+    check_keys(path, params, valid)
+    for key, value in params.items():
+        check_value(f"{path}.{key}", value, valid[key])
+
+
+# ----------------------------------------------------------------- valid keys per type
+
+
+@functools.cache
+def _module_tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _literal_constant(path: Path, name: str) -> Any:
+    """The literal value of a module-level `NAME = ...` (or `NAME: T = ...`), without importing."""
+    for node in _module_tree(path).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value:
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{path} has no literal {name}")
+
+
+def _dataclass_fields(path: Path, class_name: str) -> dict[str, str]:
+    """{field: annotation} of a dataclass in a module, without importing the module."""
+    for node in _module_tree(path).body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {
+                item.target.id: ast.unparse(item.annotation)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    raise LookupError(f"{path} has no class {class_name}")
+
+
+@functools.cache
+def model_params(family: str) -> dict[str, str]:
+    """{param: type spec} a model family accepts (rf also takes scikit-learn's, see below)."""
+    from biomol_dl.models import FAMILIES
+
+    module, extra = FAMILY_PARAMS[family]
+    defaults = _literal_constant(PACKAGE / "models" / f"{module}.py", "DEFAULTS")
+    valid = {key: _spec_of_default(value) for key, value in defaults.items()}
+    if FAMILIES[family]["torch"]:
+        valid.update(_dataclass_fields(PACKAGE / "training.py", "TrainConfig"))
+    return {**valid, **extra}
+
+
+@functools.cache
+def _forest_params() -> dict[str, str]:
+    """Every scikit-learn RandomForest argument that rf does not set itself (imports sklearn)."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    names = {
+        name
+        for cls in (RandomForestClassifier, RandomForestRegressor)
+        for name in inspect.signature(cls.__init__).parameters
+        if name != "self"
+    }
+    return {name: "Any" for name in sorted(names - set(_RF_RESERVED))}
+
+
+@functools.cache
+def featurizer_params(type_name: str) -> dict[str, str]:
+    """{param: annotation} of a featurizer type: its class's keyword arguments.
+
+    The featurizer modules import numpy only (RDKit and torch load inside their methods).
+    """
+    from biomol_dl.features import get_featurizer_class
+
+    signature = inspect.signature(get_featurizer_class(type_name).__init__)
+    return {
+        name: "Any" if p.annotation is p.empty else str(p.annotation)
+        for name, p in signature.parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+def check_featurizer(name: str, spec: Mapping) -> None:
+    """A featurizer's keys are its class's keyword arguments, of their annotated types."""
+    params = {k: v for k, v in spec.items() if k != "type"}
+    check_params(f"featurizers.{name}", params, featurizer_params(spec["type"]))
+
+
+def check_model(name: str, spec: Mapping) -> None:
+    """A model's params and grid keys must be params of its family, of their types.
+
+    rf hands any other keyword to scikit-learn's RandomForest, so its arguments are read
+    (importing scikit-learn, about 2 s) only when a config uses a key outside rf's DEFAULTS.
+    """
+    valid = model_params(spec["family"])
+    keys = {*spec.get("params", {}), *(spec.get("grid") or {})}
+    if spec["family"] == "rf" and not keys <= set(valid):
+        valid = {**_forest_params(), **valid}
+    check_params(f"models.{name}.params", spec.get("params", {}), valid)
+    grid = spec.get("grid") or {}
+    check_keys(f"models.{name}.grid", grid, valid)
+    for key, values in grid.items():
+        for i, value in enumerate(values):
+            check_value(f"models.{name}.grid.{key}.{i}", value, valid[key])
+
+
+def check_split(name: str, ds: Mapping) -> None:
+    """Split options are those of the strategy (splits.OPTIONS), checked by splits.check_spec."""
+    from biomol_dl import splits
+
+    path, split = f"datasets.{name}.split", ds["split"]
+    strategy = split["strategy"]
+    fractions = split["fractions"]
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"invalid config at '{path}.fractions': {fractions} sums to {sum(fractions):g}, not 1"
+        )
+    valid = {"strategy", "fractions", *splits.OPTIONS[strategy], *_SPLIT_ALIASES.get(strategy, ())}
+    check_keys(path, split, valid)
+    try:
+        splits.check_spec(split, kind=ds["kind"], task=ds["task"])
+    except ValueError as err:
+        message = str(err).removeprefix("invalid split spec: ")
+        raise ConfigError(f"invalid config at '{path}': {message}") from None
+
+
+def check_validation(name: str, ds: Mapping) -> None:
+    """Validation options are those validate.validation_options fills for the dataset's kind."""
+    from biomol_dl.io import DataError
+    from biomol_dl.validate import validation_options
+
+    path = f"datasets.{name}.validation"
+    defaults = validation_options({"kind": ds["kind"], "task": ds["task"]}, path)
+    check_params(path, ds["validation"], {k: _spec_of_default(v) for k, v in defaults.items()})
+    try:
+        validation_options(ds, path)
+    except DataError as err:
+        raise ConfigError(
+            f"invalid config at '{path}': {str(err).removeprefix(path + ': ')}"
+        ) from None
+
+
+def check_options(config: dict) -> None:
+    """Featurizer, model, split and validation options, per type (after the schema)."""
+    for name, spec in config["featurizers"].items():
+        check_featurizer(name, spec)
+    for name, spec in config["models"].items():
+        if "__" in name:
+            raise ConfigError(
+                f"invalid config at 'models.{name}': model names cannot contain '__'; it is "
+                "reserved for grid-generated names (<name>__<key>-<value>), which this one could "
+                "collide with"
+            )
+        check_model(name, spec)
+    for name, ds in config["datasets"].items():
+        check_split(name, ds)
+        check_validation(name, ds)
+
+
+# -------------------------------------------------------------------------------- grids
 
 
 def expand_grids(models: dict[str, dict]) -> dict[str, dict]:
@@ -56,6 +470,8 @@ def expand_grids(models: dict[str, dict]) -> dict[str, dict]:
 
     Names are `<name>__depth-2_hidden-64`: the grid values pick the model, the path stays free of
     hyperparameters, and the model's params (hence its rule's `params:`) change with the values.
+    A generated name must be a valid name, and two combinations must not get the same name. It
+    cannot equal another model's name: explicit names never contain '__' (`check_options`).
     """
     out: dict[str, dict] = {}
     for name, spec in models.items():
@@ -66,24 +482,35 @@ def expand_grids(models: dict[str, dict]) -> dict[str, dict]:
         keys = sorted(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
             suffix = "_".join(f"{k}-{_label(v)}" for k, v in zip(keys, values, strict=True))
+            new = f"{name}__{suffix}"
+            check_name(f"models.{name}.grid", new)
+            if new in out:
+                raise ConfigError(
+                    f"invalid config at 'models.{name}.grid': two combinations are both named "
+                    f"{new!r}; make the grid values distinct"
+                )
             child = {k: copy.deepcopy(v) for k, v in spec.items() if k != "grid"}
             child["params"] = {**child.get("params", {}), **dict(zip(keys, values, strict=True))}
-            out[f"{name}__{suffix}"] = child
+            out[new] = child
     return out
 
 
 def _label(value: Any) -> str:
-    """A path-safe label for a grid value: [64, 64] -> 64x64, 0.001 -> 0p001, -1 -> m1."""
+    """A path-safe lowercase label for a grid value: [64, 64] -> 64x64, 0.001 -> 0p001, -1 -> m1."""
     if isinstance(value, list | tuple):
         return "x".join(_label(v) for v in value)
-    text = str(value).replace(".", "p").replace("-", "m")
-    return "".join(c if c.isalnum() or c == "p" else "_" for c in text)
+    text = str(value).lower().replace(".", "p").replace("-", "m")
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
+
+
+# ------------------------------------------------------------------------- cross-checks
 
 
 def cross_check(config: dict) -> None:
-    """Every name a dataset or model refers to must exist, and kinds must match."""
+    """Every name a dataset, model or predict entry refers to must exist, and kinds must match."""
     from biomol_dl.features import KINDS
     from biomol_dl.models import FAMILIES
+    from biomol_dl.report.targets import predict_specs
 
     for name, spec in config["models"].items():
         if spec["featurizer"] not in config["featurizers"]:
@@ -104,9 +531,10 @@ def cross_check(config: dict) -> None:
                 fkind = KINDS[config["featurizers"][spec["featurizer"]]["type"]]
                 mkind = FAMILIES[spec["family"]]["kind"]
                 if ds["kind"] not in {fkind} or mkind not in {"any", ds["kind"]}:
+                    where = f"datasets.{dname}.models.{i}"
                     raise ConfigError(
-                        f"invalid config at 'datasets.{dname}.models.{i}': model {m!r} "
-                        f"({spec['family']} on {spec['featurizer']}) cannot take {ds['kind']} inputs"
+                        f"invalid config at '{where}': model {m!r} ({spec['family']} on "
+                        f"{spec['featurizer']}) cannot take {ds['kind']} inputs"
                     )
         if ds["task"] == "multitask_binary" and len(ds["label_columns"]) < 2:
             raise ConfigError(
@@ -118,12 +546,7 @@ def cross_check(config: dict) -> None:
                 f"invalid config at 'datasets.{dname}.label_columns': task {ds['task']} takes "
                 "exactly one label column (use multitask_binary for several)"
             )
-        fractions = ds["split"].get("fractions", [0.8, 0.1, 0.1])
-        if abs(sum(fractions) - 1.0) > 1e-6:
-            raise ConfigError(
-                f"invalid config at 'datasets.{dname}.split.fractions': {fractions} sums to "
-                f"{sum(fractions):g}, not 1"
-            )
+    predict_specs(config)
 
 
 def dataset_models(config: dict, dataset: str) -> list[str]:
@@ -132,9 +555,12 @@ def dataset_models(config: dict, dataset: str) -> list[str]:
     return [m for m in config["models"] if any(m == n or m.startswith(f"{n}__") for n in names)]
 
 
-def load_config(config: dict) -> dict:
-    """Validate, fill defaults, expand grids and cross-check; returns the same dict, completed."""
+def load_config(config: dict, files: Iterable[str | Path] = ()) -> dict:
+    """Check the config files, validate, fill defaults, check options, expand grids and
+    cross-check; returns the same dict, completed. `files` are the YAML files it was merged from."""
+    check_config_files(files)
     validate_config(config)
+    check_options(config)
     config["models"] = expand_grids(config["models"])
     cross_check(config)
     return config

@@ -1,5 +1,6 @@
 # Shared helpers, no rules here: config validation and input functions used by the rule files.
 import os
+import re
 import sys
 
 from snakemake.utils import validate
@@ -10,10 +11,13 @@ from biomol_dl import sources as bdl_sources  # noqa: E402
 from biomol_dl import tracking as bdl_tracking  # noqa: E402
 from biomol_dl.models import FAMILIES  # noqa: E402
 
-# biomol_dl.config validates against the same schema first, for a one-line error with the key
-# path; Snakemake's own validation then records the schema with the workflow.
+# biomol_dl.config checks everything before any job runs, with a one-line error naming the key
+# path: it re-reads every config file Snakemake merged (workflow.configfiles: the --configfile
+# files, else the default config/config.yaml) strictly, for duplicate keys and for a model given
+# different families in two files, then validates the merged config against the closed schema.
+# Snakemake's own validation then records the schema with the workflow.
 try:
-    bdl_config.load_config(config)
+    bdl_config.load_config(config, files=workflow.configfiles)
 except bdl_config.ConfigError as err:
     raise WorkflowError(f"biomol-dl: {err}") from None
 validate(config, schema="../schemas/config.schema.yaml")
@@ -24,8 +28,10 @@ MODELS = list(config["models"])
 
 
 def _alternatives(names):
-    # An empty alternation would match every string; "^$" matches nothing.
-    return "|".join(names) if names else "^$"
+    """A wildcard constraint matching exactly these names. They already match
+    bdl_config.NAME_PATTERN; re.escape keeps the regex literal all the same (defence in depth).
+    An empty alternation would match every string; "^$" matches nothing."""
+    return "|".join(re.escape(name) for name in names) if names else "^$"
 
 
 def dataset_spec(wildcards):
