@@ -20,8 +20,8 @@ key. In order:
    the keys train_job and the loaders read; split options come from `splits.check_spec`, and
    validation options from `validate.validation_options`. Values are type-checked against the
    annotation or the default's type.
-5. Grids expand into `<name>__<key>-<value>_...` models; a generated name that equals another
-   model's name fails.
+5. Grids expand into `<name>__<key>-<value>_...` models. A model's own name cannot contain '__',
+   so no generated name can equal it; two combinations that get one name fail.
 6. Cross-references: featurizers, models and predict entries exist and fit the dataset's kind.
 
 Valid model params are read from the model modules' source (`ast`), not by importing them: those
