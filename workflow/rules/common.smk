@@ -34,21 +34,10 @@ def _alternatives(names):
     return "|".join(re.escape(name) for name in names) if names else "^$"
 
 
-def dataset_spec(wildcards):
-    return config["datasets"][wildcards.dataset]
-
-
 def raw_path(dataset):
     """resources/<dataset>/raw.<format>: the fetched, sha256-verified source table."""
     fmt = bdl_sources.source_format(config["datasets"][dataset]["source"])
     return f"resources/{dataset}/raw.{fmt}"
-
-
-def model_spec(wildcards):
-    spec = dict(config["models"][wildcards.model])
-    spec["name"] = wildcards.model
-    spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
-    return spec
 
 
 def models_of_family(family):
@@ -71,11 +60,6 @@ def metrics_files(wildcards=None):
         for dataset in DATASETS
         for model, seed in train_outputs(dataset)
     ]
-
-
-def mirror_folders():
-    """Mirror folders for url sources: BIOMOL_DL_MIRROR wins over the config's `mirror`."""
-    return [str(p) for p in bdl_sources.mirror_folders(config.get("mirror"))]
 
 
 def provenance_path(dataset):

@@ -8,10 +8,8 @@ from biomol_dl.report import targets as report_targets
 report: "../report/workflow.rst"
 
 
-try:
-    PREDICTIONS = report_targets.predict_specs(config)
-except bdl_config.ConfigError as err:
-    raise WorkflowError(f"biomol-dl: {err}") from None
+# load_config (common.smk) has already checked every predict entry against its dataset.
+PREDICTIONS = report_targets.predict_specs(config)
 PREDICT_OUTPUTS = [f"results/predict/{name}/predictions.csv" for name in PREDICTIONS]
 REPORT_LAYOUT = report_targets.report_layout(config)
 
