@@ -1,4 +1,11 @@
-"""Rule `validate`: raw table -> results/{dataset}/validate/{clean,rejects}.csv + summary.json."""
+"""Rule `validate`: raw table -> results/{dataset}/validate/{clean,rejects}.csv + summary.json.
+
+Messages name the user's own file (from the provenance `fetch` wrote), not resources/. The rule's
+named logs `rejects` and `summary` (logs/validate/{dataset}.rejects.csv / .summary.json) receive
+copies of the rejects table and the summary: Snakemake deletes the outputs of a failed job but
+keeps its logs, so when every row is rejected the reasons survive there and the error says so.
+A rule without those named logs (only `log[0]`) still works; the copies are then not made.
+"""
 
 import sys
 
@@ -6,7 +13,14 @@ from biomol_dl import logutil, tracking
 from biomol_dl.io import DataError
 from biomol_dl.validate import run_validation
 
-log = logutil.configure(snakemake.log[0])
+
+def _named_log(name: str):
+    """snakemake.log.<name>, or None when the rule does not declare it."""
+    return getattr(snakemake.log, name, None) or None
+
+
+log = logutil.configure(_named_log("log") or snakemake.log[0])
+rejects_log, summary_log = _named_log("rejects"), _named_log("summary")
 try:
     with tracking.job_run(snakemake) as run:
         summary = run_validation(
@@ -15,7 +29,8 @@ try:
             snakemake.output.clean,
             snakemake.output.rejects,
             snakemake.output.summary,
-            provenance=snakemake.input.provenance,
+            provenance=getattr(snakemake.input, "provenance", None) or None,
+            diagnostics=(rejects_log, summary_log) if rejects_log and summary_log else None,
         )
         run.log_metrics(
             {

@@ -327,3 +327,31 @@ def test_not_fasta_is_one_line(tmp_path):
     with pytest.raises(DataError) as err:
         read_raw_table(path, "fasta")
     assert _one_line(err).startswith(str(path)) and "expected '>'" in str(err.value)
+
+
+def test_messages_name_the_users_file_not_the_internal_copy(tmp_path, monkeypatch):
+    """A path is named as written in the config; after fetch, validation names it (or the URL),
+    not resources/<dataset>/raw.csv, with the file line of the problem."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as err:
+        resolve_source({"type": "path", "path": "./data/nope.csv"}, mirror=None, cache_dir="dl")
+    assert _one_line(err).startswith("./data/nope.csv: file not found")
+
+    bad = b"smiles,y\nCCO,1\nCCN,2,\n"  # a trailing comma on line 3
+    _write(tmp_path / "data" / "my.csv", bad)
+    _write(tmp_path / "mirror" / "remote.csv", bad)
+    url = "https://example.invalid/remote.csv"
+    sources = {
+        "./data/my.csv": {"type": "path", "path": "./data/my.csv"},
+        url: {"type": "url", "url": url, "sha256": _sha(bad)},
+    }
+    spec = {"kind": "smiles", "input_column": "smiles", "label_columns": ["y"], "task": "binary"}
+    for shown, source in sources.items():
+        raw, prov = tmp_path / "resources" / "raw.csv", tmp_path / "resources" / "prov.json"
+        fetch_dataset(source, raw, prov, mirror=[tmp_path / "mirror"], cache_dir=tmp_path / "dl")
+        outs = [tmp_path / "out" / n for n in ("c.csv", "r.csv", "s.json")]
+        with pytest.raises(DataError) as err:
+            run_validation(raw, {**spec, "source": source}, *outs, provenance=prov)
+        text = _one_line(err)
+        assert text.startswith(f"{shown}: line 3 has 3 field(s) but the header (line 1) has 2")
+        assert "resources" not in text

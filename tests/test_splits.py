@@ -136,7 +136,8 @@ def test_every_row_in_exactly_one_partition(name):
 
 def test_run_split_writes_ids_in_clean_order(tmp_path):
     table = clean_table(SMILES)
-    table.loc[0, "id"] = "NA"  # a real id that pandas would turn into NaN by default
+    # Real ids that pandas would turn into NaN or numbers by default.
+    table.loc[:5, "id"] = ["NA", "nan", "None", "null", "1e3", "007"]
     table.to_csv(tmp_path / "clean.csv", index=False)
     out_csv, out_json = tmp_path / "split" / "seed0.csv", tmp_path / "split" / "seed0.json"
     info = splits.run_split(
@@ -149,6 +150,15 @@ def test_run_split_writes_ids_in_clean_order(tmp_path):
     assert json.loads(out_json.read_text()) == info
     assert info["sizes"] == written["split"].value_counts().to_dict()
     assert info["diagnostics"]["scaffolds_in_two_partitions"] == 0
+
+
+@pytest.mark.parametrize("empty", ["", "  ", None])
+def test_empty_id_is_an_error(empty):
+    table = clean_table(SMILES)
+    table["id"] = table["id"].astype(object)
+    table.loc[2, "id"] = empty
+    with pytest.raises(DataError, match="column 'id': empty id"):
+        split(table, {"strategy": "random"})
 
 
 @pytest.mark.parametrize("n", [10, 200, 1001])

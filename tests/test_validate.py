@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from biomol_dl.io import DataError, read_raw_table
 from biomol_dl.validate import run_validation, validate_table
@@ -260,7 +261,8 @@ def test_run_validation_writes_the_contract_files(tmp_path):
     text = out["clean"].read_text().splitlines()
     assert all(".0" not in line.split(",", 3)[3] for line in text[1:])
     rejects = pd.read_csv(out["rejects"], keep_default_na=False)
-    assert list(rejects.columns) == ["row", "id", "column", "value", "reason"]
+    assert list(rejects.columns) == ["row", "line", "id", "column", "value", "reason"]
+    assert (rejects["line"] == rejects["row"] + 1).all()  # data row N starts on line N + 1
 
 
 def test_header_less_source_options(tmp_path):
@@ -316,8 +318,19 @@ def test_broken_files_raise_one_line(tmp_path, name, spec_update, message):
     assert not outs[0].exists()
 
 
-def test_rule_script_reports_data_error_as_one_line(tmp_path):
-    """scripts/validate.py with a stand-in `snakemake` object: exit 1, `biomol-dl: ...`, no traceback."""
+@pytest.mark.parametrize("named_logs", [False, True], ids=["log0", "named_logs"])
+def test_rule_script_reports_data_error_as_one_line(tmp_path, named_logs):
+    """scripts/validate.py with a stand-in `snakemake` object: exit 1, `biomol-dl: ...`, no
+    traceback. With the rule's named logs, the message names the user's file (from the
+    provenance) and the log copies of rejects / summary, which survive the failed job."""
+    logs = {"log": "validate.log", "rejects": "v.rejects.csv", "summary": "v.summary.json"}
+    logs = {k: str(tmp_path / "logs" / v) for k, v in logs.items()}
+    provenance = ""
+    if named_logs:
+        provenance = str(tmp_path / "provenance.json")
+        Path(provenance).write_text(json.dumps({"type": "path", "origin": "data/my.csv",
+                                                "file": "data/my.csv"}))  # fmt: skip
+    log_list = f"NL(fromdict={logs!r})" if named_logs else f"NL([{logs['log']!r}])"
     runner = tmp_path / "run.py"
     runner.write_text(
         textwrap.dedent(f"""
@@ -329,11 +342,12 @@ def test_rule_script_reports_data_error_as_one_line(tmp_path):
         spec = {{"kind": "smiles", "input_column": "smiles", "label_columns": ["label"],
                  "task": "binary"}}
         smk = NS(
-            input=NL(fromdict={{"raw": {str(BROKEN / "all_invalid.csv")!r}, "provenance": ""}}),
+            input=NL(fromdict={{"raw": {str(BROKEN / "all_invalid.csv")!r},
+                                "provenance": {provenance!r}}}),
             output=NL(fromdict={{"clean": out + "/c.csv", "rejects": out + "/r.csv",
                                  "summary": out + "/s.json"}}),
             params=NL(fromdict={{"spec": spec}}), wildcards=NL(fromdict={{"dataset": "broken"}}),
-            log=NL([out + "/validate.log"]), rule="validate",
+            log={log_list}, rule="validate",
         )
         runpy.run_path({str(ROOT / "scripts" / "validate.py")!r}, init_globals={{"snakemake": smk}})
     """)
@@ -343,8 +357,58 @@ def test_rule_script_reports_data_error_as_one_line(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("biomol-dl: ") and "all_invalid.csv: no valid rows remain" in last
-    assert "no valid rows remain" in (tmp_path / "validate.log").read_text()
+    shown = "data/my.csv" if named_logs else str(BROKEN / "all_invalid.csv")
+    assert last.startswith(f"biomol-dl: {shown}: no valid rows remain"), last
+    assert "no valid rows remain" in Path(logs["log"]).read_text()
+    if named_logs:
+        assert f"every reason is in {logs['rejects']} (summary: {logs['summary']})" in last
+        rejects = pd.read_csv(logs["rejects"])
+        summary = json.loads(Path(logs["summary"]).read_text())
+        assert summary["kept"] == 0 and summary["rejected"] == summary["rows_in"] == len(rejects)
+        assert summary["source"]["name"] == "data/my.csv"
+    else:
+        assert not Path(logs["rejects"]).exists()
+
+
+@pytest.mark.slow
+def test_failed_validation_keeps_its_diagnostics_in_the_log_folder(tmp_path, tiny_config):
+    """A real Snakemake run where every row is rejected: the job fails, Snakemake deletes its
+    outputs, the named logs keep rejects and summary, and the error names data/bad.csv (the
+    path as written in the config) and where the reasons are."""
+    from conftest import snakemake
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bad.csv").write_text("id,smiles,y\na,CC O,1\nb,C1CC,2\n")
+    config = {
+        **tiny_config,
+        "datasets": {
+            "bad": {"kind": "smiles", "source": {"type": "path", "path": "data/bad.csv"},
+                    "input_column": "smiles", "id_column": "id", "label_columns": ["y"],
+                    "task": "regression", "split": {"strategy": "random"}, "seeds": [0],
+                    "models": ["rf_morgan"]},
+        },
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(
+        tmp_path, tmp_path / "config.yaml", "--cores", "1", "results/bad/validate/clean.csv",
+        check=False, env={"BIOMOL_DL_TRACKING": "0"},
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert not (tmp_path / "results" / "bad" / "validate" / "rejects.csv").exists()
+    rejects = pd.read_csv(tmp_path / "logs" / "validate" / "bad.rejects.csv")
+    assert [r.split(":")[0] for r in rejects["reason"]] == [
+        "whitespace_in_smiles",
+        "invalid_smiles",
+    ]
+    summary = json.loads((tmp_path / "logs" / "validate" / "bad.summary.json").read_text())
+    assert summary["rows_in"] == summary["rejected"] == 2
+    message = next(
+        line
+        for line in (tmp_path / "logs" / "validate" / "bad.log").read_text().splitlines()
+        if "no valid rows remain" in line
+    )
+    assert "data/bad.csv: no valid rows remain" in message and "resources" not in message
+    assert "every reason is in logs/validate/bad.rejects.csv" in message
 
 
 REAL = [

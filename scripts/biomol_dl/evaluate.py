@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from biomol_dl import metrics as M
+from biomol_dl.io import read_table
 from biomol_dl.logutil import get
 
 log = get(__name__)
@@ -41,7 +42,7 @@ def evaluate_predictions(pred: pd.DataFrame, task: str) -> dict:
 
 
 def run_evaluation(predictions_csv: str | Path, task: str, out_json: str | Path) -> dict:
-    pred = pd.read_csv(predictions_csv, dtype={"id": str})
+    pred = read_table(predictions_csv, strings=("split", "task"))
     missing = {"id", "split", "task", "y_true", "y_pred"} - set(pred.columns)
     if missing:
         raise ValueError(f"{predictions_csv}: missing column(s) {', '.join(sorted(missing))}")

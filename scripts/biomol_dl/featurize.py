@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from biomol_dl.features import build_featurizer
+from biomol_dl.io import read_table
 from biomol_dl.logutil import get
 
 log = get(__name__)
@@ -16,7 +15,7 @@ log = get(__name__)
 def run_featurize(clean_csv: str | Path, spec: dict, out_pt: str | Path, threads: int = 1) -> dict:
     import torch
 
-    clean = pd.read_csv(clean_csv, dtype={"id": str, "input": str}, keep_default_na=False)
+    clean = read_table(clean_csv)
     featurizer = build_featurizer(spec)
     start = time.perf_counter()
     features = featurizer.featurize_table(clean["input"].tolist(), threads=threads)

@@ -83,6 +83,18 @@ def source_label(source: dict) -> str:
     return f"{label}!{source['member']}" if source.get("member") else label
 
 
+def display_name(provenance: dict | None, fallback: str | Path) -> str:
+    """The name messages about a fetched raw file use: the user's own path (as written in the
+    config), URL or `package P:resource` (with `!member` for a zip member; `a + b` for parts),
+    from the provenance `fetch` wrote; `fallback` (the raw file) without one."""
+    if not provenance or not provenance.get("origin"):
+        return str(fallback)
+    if provenance.get("type") == "path":
+        return str(provenance.get("file") or provenance["origin"])
+    member = provenance.get("member")
+    return f"{provenance['origin']}!{member}" if member else str(provenance["origin"])
+
+
 def source_format(source: dict) -> str:
     """csv | tsv | fasta: `format` when given, else from the file (or zip member) extension;
     always csv for a multi-part source (the parts are concatenated into one CSV)."""
@@ -219,11 +231,14 @@ def _resolve(source: dict, *, mirror: Any, cache_dir: Path) -> tuple[Path, dict[
 def _resolve_path(source: dict) -> tuple[Path, dict[str, Any]]:
     if not source.get("path"):
         raise DataError(f"source {source!r}: type path needs `path`")
-    path = Path(source["path"])
+    written = str(source["path"])  # messages name the path as the user wrote it
+    path = Path(written)
+    if path.is_dir():
+        raise DataError(f"{written}: is a folder, not a file (source type path)")
     if not path.is_file():
-        raise DataError(f"{path}: file not found (source type path, relative to {Path.cwd()})")
-    actual = _verify(path, source.get("sha256"), str(path))
-    return path, {"type": "path", "origin": str(path), "file": str(path), "sha256": actual}
+        raise DataError(f"{written}: file not found (source type path, relative to {Path.cwd()})")
+    actual = _verify(path, source.get("sha256"), written)
+    return path, {"type": "path", "origin": written, "file": written, "sha256": actual}
 
 
 def _resolve_package(source: dict) -> tuple[Path, dict[str, Any]]:

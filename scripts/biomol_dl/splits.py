@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from biomol_dl import logutil
-from biomol_dl.io import DataError
+from biomol_dl.io import DataError, read_table
 
 log = logutil.get(__name__)
 
@@ -267,9 +267,7 @@ def run_split(
     Returns the info dict. Table problems raise DataError starting with the clean file's name.
     """
     # Only empty cells are missing: an id such as "NA" or "None" stays a string.
-    clean = pd.read_csv(
-        clean_csv, dtype={"id": str, "input": str}, keep_default_na=False, na_values=[""]
-    )
+    clean = read_table(clean_csv)
     try:
         assignment, info = make_split(
             clean, split_spec, int(seed), kind=kind, task=task, label_columns=label_columns
@@ -293,7 +291,8 @@ def _check_table(clean: pd.DataFrame, label_columns: Sequence[str]) -> None:
     if missing:
         raise DataError(f"no column(s) {', '.join(map(repr, missing))} in the clean table")
     ids = clean["id"]
-    for i in np.flatnonzero(ids.isna().to_numpy()):
+    empty = ids.isna().to_numpy() | (ids.fillna("").astype(str).str.strip() == "").to_numpy()
+    for i in np.flatnonzero(empty):
         raise DataError(f"{_where(clean, i)}, column 'id': empty id")
     duplicated = ids.duplicated().to_numpy()
     for i in np.flatnonzero(duplicated):

@@ -64,6 +64,7 @@ import pandas as pd
 import torch
 
 from biomol_dl import training
+from biomol_dl.io import read_table
 
 log = logging.getLogger("biomol_dl.training")
 
@@ -274,8 +275,11 @@ def run_training(
 
 
 def read_labels(clean_csv: str | Path, label_columns: Sequence[str], task: str):
-    """(ids, y float32 [N, T]) from the clean table; empty cells are NaN (missing labels)."""
-    table = pd.read_csv(clean_csv, dtype=str, keep_default_na=False)
+    """(ids, y float32 [N, T]) from the clean table; empty cells are NaN (missing labels).
+
+    Ids are strings exactly as written (io.read_table: "NA", "nan", "007" stay themselves).
+    """
+    table = read_table(clean_csv)
     for column in ("id", *label_columns):
         if column not in table.columns:
             raise ValueError(f"{clean_csv}: no column {column!r} (columns: {list(table.columns)})")
@@ -283,19 +287,19 @@ def read_labels(clean_csv: str | Path, label_columns: Sequence[str], task: str):
         raise ValueError(f"multiclass takes one label column, got {list(label_columns)}")
     y = np.full((len(table), len(label_columns)), np.nan, dtype=np.float32)
     for j, column in enumerate(label_columns):
-        for i, value in enumerate(table[column].tolist()):
-            if value.strip() == "":
-                continue
-            try:
-                y[i, j] = float(value)
-            except ValueError:
-                raise ValueError(
-                    f"{clean_csv}: line {i + 2}, column {column!r}: label {value!r} is not a number"
-                ) from None
-            if not np.isfinite(y[i, j]):
-                raise ValueError(
-                    f"{clean_csv}: line {i + 2}, column {column!r}: label {value!r} is not finite"
-                )
+        cells = table[column]
+        values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
+        for i in np.flatnonzero(np.isnan(values) & cells.notna().to_numpy()):
+            raise ValueError(
+                f"{clean_csv}: line {i + 2}, column {column!r}: label {cells.iloc[i]!r} is not "
+                "a number"
+            )
+        for i in np.flatnonzero(np.isinf(values)):
+            raise ValueError(
+                f"{clean_csv}: line {i + 2}, column {column!r}: label {cells.iloc[i]!r} is not "
+                "finite"
+            )
+        y[:, j] = values
     ids = table["id"].tolist()
     duplicated = table["id"].duplicated()
     if duplicated.any():
@@ -306,7 +310,7 @@ def read_labels(clean_csv: str | Path, label_columns: Sequence[str], task: str):
 
 def read_split(split_csv: str | Path, ids: Sequence[str]) -> np.ndarray:
     """The split name of every clean id, in clean-table order (object array)."""
-    table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    table = read_table(split_csv, strings=("split",))
     for column in ("id", "split"):
         if column not in table.columns:
             raise ValueError(f"{split_csv}: no column {column!r}")

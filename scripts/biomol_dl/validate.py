@@ -21,12 +21,54 @@ their defaults:
             negative_label: null      binary string labels: the negative one (default: the single
                                       value that is not positive_label)
 
+What is read, exactly (a cell is never cut short or silently changed; the reason codes are the
+rejects table's `reason` up to the colon):
+
+  SMILES    The stripped cell is the whole SMILES: RDKit is called with parseName and
+            allowCXSMILES off, so nothing after it (a name, a `|...|` CXSMILES extension) can be
+            dropped. Before RDKit sees it, a cell is rejected for whitespace inside it (space,
+            tab, newline of a quoted cell, any Unicode space: whitespace_in_smiles, with the
+            character and its position), a control or invisible character (NUL, U+200B:
+            control_character) or any non-ASCII character (RDKit reads `CÇ` as methane:
+            non_ascii_character). Empty after stripping: empty_input. What RDKit cannot parse
+            (`.` alone, `C..C`, reactions `CC>>O`, unclosed rings, bad valences): invalid_smiles.
+            Wildcard atoms `*` (wildcard_atom) and SMARTS query bonds `~` (query_bond) parse but
+            are not molecules. Surrounding whitespace is stripped and counted
+            (input_stats.whitespace_stripped) unless strip_whitespace is false; then it is
+            whitespace_in_smiles too. Several fragments (`CC(=O)[O-].[Na+]`) are one molecule
+            unless largest_fragment is set.
+  sequences The stripped cell; whitespace inside (whitespace_in_sequence), control and non-ASCII
+            characters are rejected as for SMILES. Lower case is upper-cased and counted
+            (uppercase: true) or rejected (lowercase_residue); X B Z J U O follow `ambiguous`
+            (non_standard_residue); anything else is invalid_character with what it probably is:
+            a digit, `*` a stop codon, `-` / `.` an alignment gap.
+  labels    One rule per task; surrounding whitespace is ignored, a missing marker (io.is_missing:
+            empty, NA, nan, N/A) is a missing label (missing_label, except in multitask_binary):
+            regression   NUMBER: optional sign, ASCII digits with an optional decimal point, an
+                         optional exponent (`-1.5e3`, `.5`, `5.`, `+2`). `1_000`, fullwidth `１`,
+                         `0x10`, `1,5` are invalid_label "not a number"; `inf`, `1e999` are
+                         invalid_label "not finite".
+            binary,      without positive_label exactly 0, 1, 0.0, 1.0, true/false, yes/no (any
+            multitask    case); `01`, `2`, `1.00` are invalid_label. With positive_label: the
+                         cell equals it (1) or negative_label (0).
+            multiclass   the stripped text is the class name, except that a NUMBER is written one
+                         way (`1`, `1.0`, `01`, `1e0` are class `1`; `0.50` is `0.5`), for cells
+                         and for `classes:` from the config alike; two config classes that are
+                         one class fail. Derived classes are sorted numbers first.
+
 Duplicates are found on the canonical SMILES (whatever `canonical` says) or on the normalised
 sequence. `mean` averages the labels; `drop_conflicts` merges copies whose labels agree (multitask:
 agree wherever both are present) and rejects every copy when they disagree; `first` keeps the first
 copy; `keep` keeps all. Missing labels are recognised by `io.is_missing` (empty, NA, nan, N/A).
 Identifiers never cost a row: an empty id becomes `row<N>`, a repeated one `<id>_row<N>`; both are
-counted in the summary's `ids`.
+counted in the summary's `ids`. Any other id is kept as written (stripped): `NA`, `nan`, `None`,
+`1e3`, `007` are ids, not missing values or numbers, and every later rule reads them back as
+strings (io.read_table).
+
+Rejects name both positions of a row: `row`, the 1-based data row, and `line`, the file line on
+which it starts (they differ by the header, skipped lines, blank lines and quoted cells spanning
+lines). Messages name the user's file (the source's path as written, URL or package resource),
+never the internal copy under resources/.
 """
 
 from __future__ import annotations
@@ -36,14 +78,16 @@ import json
 import math
 import re
 import statistics
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from biomol_dl.io import DataError, is_missing, read_raw_table
+from biomol_dl.io import LINES_ATTR, DataError, is_missing, read_raw_table
 from biomol_dl.logutil import get
 
 log = get("biomol_dl.validate")
@@ -72,6 +116,12 @@ _BINARY_WORDS = {
     "0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1, "no": 0, "yes": 1,
 }  # fmt: skip
 _RESERVED = ("id", "input", "row", "n_merged")
+REJECT_COLUMNS = ["row", "line", "id", "column", "value", "reason"]
+# A regression label (and a numeric class label): ASCII digits, optional sign, decimal point and
+# exponent. Python's float() would also take '1_000', '\uff11' (fullwidth 1), 'inf' and 'nan'.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_INFINITY = re.compile(r"[+-]?inf(?:inity)?", re.IGNORECASE)
+_MAX_CLASS_EXPONENT = 30
 
 
 class _Reject(Exception):
@@ -140,6 +190,26 @@ def _clean_rdkit_message(text: str) -> str:
     return detail[:200]
 
 
+def _describe(char: str) -> str:
+    """A character as a reason shows it: repr, plus code point and name beyond printable ASCII."""
+    if " " <= char < "\x7f":
+        return repr(char)
+    return f"{char!r} (U+{ord(char):04X} {unicodedata.name(char, 'unnamed')})"
+
+
+def _check_characters(text: str, what: str, column: str, raw: str) -> None:
+    """Reject whitespace, control / invisible and non-ASCII characters inside `text` (already
+    stripped when the options say so): RDKit reads `CC O` as ethane named "O" and `CÇ` as
+    methane, and nothing in a sequence may vanish either. `what` is smiles or sequence."""
+    for pos, char in enumerate(text, 1):
+        if char.isspace():
+            raise _Reject(f"whitespace_in_{what}: {_describe(char)} at position {pos}", column, raw)
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            raise _Reject(f"control_character: {_describe(char)} at position {pos}", column, raw)
+        if not char.isascii():
+            raise _Reject(f"non_ascii_character: {_describe(char)} at position {pos}", column, raw)
+
+
 class _SmilesChecker:
     """SMILES -> (output SMILES, duplicate key: canonical SMILES), or _Reject."""
 
@@ -148,6 +218,10 @@ class _SmilesChecker:
         from rdkit.Chem.MolStandardize import rdMolStandardize
 
         self.Chem, self.rdBase, self.options, self.column = Chem, rdBase, options, column
+        # The whole string is the SMILES: no " name" suffix and no " |CXSMILES|" extension.
+        self.params = Chem.SmilesParserParams()
+        self.params.parseName = False
+        self.params.allowCXSMILES = False
         self.chooser = (
             rdMolStandardize.LargestFragmentChooser() if options["largest_fragment"] else None
         )
@@ -161,17 +235,19 @@ class _SmilesChecker:
     def __call__(self, raw: str) -> tuple[str, str]:
         Chem = self.Chem
         smiles = raw.strip() if self.options["strip_whitespace"] else raw
-        if not smiles:
+        if not smiles.strip():
             raise _Reject("empty_input", self.column, raw)
         if smiles != raw:
             self.counts["whitespace_stripped"] += 1
+        _check_characters(smiles, "smiles", self.column, raw)
         with self.rdBase.CaptureErrorLog() as capture:
-            mol = Chem.MolFromSmiles(smiles)
+            mol = Chem.MolFromSmiles(smiles, self.params)
         if mol is None:
             detail = _clean_rdkit_message(capture.messages) or "no message"
             raise _Reject(f"invalid_smiles: RDKit could not parse: {detail}", self.column, raw)
         if mol.GetNumAtoms() == 0:
             raise _Reject("empty_molecule: no atoms", self.column, raw)
+        _check_not_a_query(mol, self.column, raw)
         changed = False
         if self.chooser is not None and len(Chem.GetMolFrags(mol)) > 1:
             mol = self.chooser.choose(mol)
@@ -188,6 +264,35 @@ class _SmilesChecker:
     def stats(self, kept_rows: list[int]) -> dict[str, Any]:
         sizes = [self.sizes[i] for i in kept_rows]
         return {"heavy_atoms": _spread(sizes), **dict(self.counts)}
+
+
+def _check_not_a_query(mol, column: str, raw: str) -> None:
+    """RDKit's SMILES parser also takes wildcard atoms (`*`) and SMARTS' any-bond (`~`): they
+    describe a family of molecules or an attachment point, not a molecule to learn from."""
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() == 0:
+            raise _Reject(
+                f"wildcard_atom: '*' (atom {atom.GetIdx() + 1}) is an attachment point or "
+                "wildcard, not an element",
+                column,
+                raw,
+            )
+    for bond in mol.GetBonds():
+        if bond.HasQuery():
+            raise _Reject(
+                f"query_bond: a query bond such as '~' (between atoms {bond.GetBeginAtomIdx() + 1}"
+                f" and {bond.GetEndAtomIdx() + 1}) is SMARTS, not SMILES",
+                column,
+                raw,
+            )
+
+
+# Why a character that is no residue is there, for the reason text.
+_NOT_A_RESIDUE = {
+    "*": "a stop codon / terminator",
+    "-": "an alignment gap",
+    ".": "an alignment gap",
+}
 
 
 class _ProteinChecker:
@@ -208,6 +313,7 @@ class _ProteinChecker:
         seq = raw.strip()
         if not seq:
             raise _Reject("empty_input", self.column, raw)
+        _check_characters(seq, "sequence", self.column, raw)
         if self.options["uppercase"]:
             upper = seq.upper()
             if upper != seq:
@@ -233,8 +339,10 @@ class _ProteinChecker:
                             raw,
                         )
                     continue
-                shown = "whitespace" if char.isspace() else repr(char)
-                raise _Reject(f"invalid_character: {shown} at position {pos}", self.column, raw)
+                why = "a digit" if char.isdigit() else _NOT_A_RESIDUE.get(char, "not a residue")
+                raise _Reject(
+                    f"invalid_character: {char!r} at position {pos} ({why})", self.column, raw
+                )
             if policy == "replace_x":
                 seq = seq.translate(self.to_x)
                 self.counts["ambiguous_replaced"] += 1
@@ -271,35 +379,30 @@ def _label_parser(
     class list. The class list / binary mapping is decided from the rows that passed input checks."""
     task, columns = spec["task"], list(spec["label_columns"])
     if task == "regression":
-
-        def parse_regression(column: str, cell: str) -> float:
-            if is_missing(cell):
-                return math.nan
-            try:
-                value = float(cell.strip())
-            except ValueError:
-                raise _Reject(f"invalid_label: {cell!r} is not a number", column, cell) from None
-            if not math.isfinite(value):
-                raise _Reject(f"invalid_label: {cell!r} is not finite", column, cell)
-            return value
-
-        return parse_regression, None
+        return _parse_number, None
 
     if task == "multiclass":
         if spec.get("classes"):
-            classes = [str(c).strip() for c in spec["classes"]]
+            classes = _config_classes(spec["classes"], source_name)
         else:
-            seen = {c.strip() for labels in raw_labels for c in labels if not is_missing(c)}
+            seen = set()
+            for labels in raw_labels:
+                for cell in labels:
+                    with contextlib.suppress(_Reject):  # a bad label is rejected below
+                        if not is_missing(cell):
+                            seen.add(_class_name(cell, ""))
             classes = sorted(seen, key=_class_sort_key)
         index = {c: i for i, c in enumerate(classes)}
 
         def parse_multiclass(column: str, cell: str) -> float:
             if is_missing(cell):
                 return math.nan
-            value = cell.strip()
+            value = _class_name(cell, column)
             if value not in index:
                 raise _Reject(
-                    f"invalid_label: {value!r} is not one of the classes {classes}", column, cell
+                    f"invalid_label: {cell.strip()!r} is not one of the classes {classes}",
+                    column,
+                    cell,
                 )
             return float(index[value])
 
@@ -375,11 +478,60 @@ def _row_labels(parse, task: str, label_columns: list[str], cells: list[str]) ->
     return values
 
 
-def _class_sort_key(value: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
+def _parse_number(column: str, cell: str) -> float:
+    """A regression label: NaN when missing, else a strict ASCII decimal (see the docstring)."""
+    if is_missing(cell):
+        return math.nan
+    value = cell.strip()
+    if not NUMBER.fullmatch(value):
+        if _INFINITY.fullmatch(value):
+            raise _Reject(f"invalid_label: {value!r} is not finite", column, cell)
+        hint = ""
+        with contextlib.suppress(ValueError):
+            float(value)  # Python reads '1_000' and fullwidth digits: say why they are not
+            hint = " (only ASCII decimal or scientific notation such as -1.5e3 is read)"
+        raise _Reject(f"invalid_label: {value!r} is not a number{hint}", column, cell)
+    number = float(value)
+    if not math.isfinite(number):
+        raise _Reject(f"invalid_label: {value!r} is not finite (out of range)", column, cell)
+    return number
+
+
+def _class_name(cell: str, column: str) -> str:
+    """The class a multiclass cell names: the stripped text, except that a number is written in
+    one canonical way (`1`, `1.0`, `01`, `1e0` -> `1`; `0.50` -> `0.5`), so that it is one class."""
+    value = cell.strip()
+    if not NUMBER.fullmatch(value):
+        return value
+    number = Decimal(value)
+    if abs(number.adjusted()) > _MAX_CLASS_EXPONENT:
+        raise _Reject(f"invalid_label: {value!r} is too large or small for a class", column, cell)
+    if number == number.to_integral_value():
+        return str(int(number))
+    return format(number.normalize(), "f")
+
+
+def _config_classes(given: list, source_name: str) -> list[str]:
+    """`classes:` from the config, each normalised like a cell; two that name one class fail."""
+    classes: list[str] = []
+    for item in given:
+        try:
+            name = _class_name(str(item), "classes")
+        except _Reject as err:
+            raise DataError(f"{source_name}: classes: {err.reason}") from None
+        if name in classes:
+            raise DataError(
+                f"{source_name}: classes: {item!r} and {given[classes.index(name)]!r} are the same "
+                f"class ({name}); list each class once"
+            )
+        classes.append(name)
+    return classes
+
+
+def _class_sort_key(value: str) -> tuple[int, Decimal, str]:
+    if NUMBER.fullmatch(value):
+        return (0, Decimal(value), value)
+    return (1, Decimal(0), value)
 
 
 # -------------------------------------------------------------------------------- the table
@@ -391,7 +543,8 @@ def validate_table(
     """Validate a raw table of strings against a dataset spec.
 
     Returns (clean, rejects, summary): clean has `id, input, row, <labels>, <keep_columns>,
-    n_merged`; rejects has `row, id, column, value, reason`; `row` is the 1-based data row.
+    n_merged`; rejects has REJECT_COLUMNS: `row` is the 1-based data row, `line` the file line on
+    which it starts (from `df.attrs[LINES_ATTR]`, as read_raw_table sets it; empty without).
     """
     options = validation_options(spec, source_name)
     input_column, id_column = spec["input_column"], spec.get("id_column")
@@ -408,12 +561,14 @@ def validate_table(
     labels_raw = df[label_columns].astype(str).values.tolist()
     within = options["duplicates_within"]
     within_values = df[within].astype(str).values.tolist() if within else [()] * n
+    lines = df.attrs.get(LINES_ATTR)
     rejects: list[dict[str, Any]] = []
 
     def reject(i: int, rid: str, err: _Reject) -> None:
         rejects.append(
             {
                 "row": i + 1,
+                "line": lines[i] if lines else None,
                 "id": rid,
                 "column": err.column,
                 "value": err.value,
@@ -464,7 +619,7 @@ def validate_table(
     log.info("validated %d/%d rows: kept %d, rejected %d", n, n, len(kept), len(rejects))
 
     clean = _clean_frame(kept, df, task, label_columns, keep_columns)
-    rejects_df = pd.DataFrame(rejects, columns=["row", "id", "column", "value", "reason"])
+    rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"line": "Int64"})
     rejects_df = rejects_df.sort_values("row", kind="stable").reset_index(drop=True)
     by_reason = Counter(r.split(":", 1)[0] for r in rejects_df["reason"])
     summary = {
@@ -705,45 +860,74 @@ def run_validation(
     summary_out: str | Path,
     *,
     provenance: str | Path | None = None,
+    diagnostics: tuple[str | Path, str | Path] | None = None,
 ) -> dict:
     """Read `raw` as the spec's source describes, validate, and write clean / rejects / summary.
 
+    `provenance` (the JSON `fetch` wrote) names the user's own file: every message starts with
+    it (sources.display_name), not with the internal copy `raw`. `diagnostics`, a pair of paths
+    (rejects, summary), receives copies of those two files, always: the validate rule points them
+    into its log folder, which Snakemake keeps when the job fails.
+
     Returns the summary. Raises DataError (one line) for unreadable files, unknown columns and
-    when no valid row remains (the rejects and summary are still written, for diagnosis).
+    when no valid row remains (the rejects and summary are still written, and the message says
+    where, for diagnosis).
     """
-    from biomol_dl.sources import read_options, sha256_of, source_format
+    from biomol_dl.sources import display_name, read_options, sha256_of, source_format
 
     raw = Path(raw)
+    origin = (
+        json.loads(Path(provenance).read_text())
+        if provenance and Path(provenance).is_file()
+        else None
+    )
+    name = display_name(origin, raw)
     source = spec.get("source") or {}
     fmt = source_format(source) if source else raw.suffix.lstrip(".").lower()
     required = [spec["input_column"], *spec["label_columns"], *(spec.get("keep_columns") or [])]
     if spec.get("id_column"):
         required.append(spec["id_column"])
-    df = read_raw_table(raw, fmt, required=required, **read_options(source))
-    log.info("%s: %d rows, columns %s", raw, len(df), list(df.columns))
-    clean, rejects, summary = validate_table(df, spec, source_name=str(raw))
-    summary["source"] = {"file": str(raw), "format": fmt, "sha256": sha256_of(raw)}
-    if provenance and Path(provenance).is_file():
-        origin = json.loads(Path(provenance).read_text())
+    df = read_raw_table(raw, fmt, required=required, display_name=name, **read_options(source))
+    if origin and origin.get("type") == "parts":
+        # The raw file is the parts concatenated by fetch: its lines are no line of a user file.
+        df.attrs.pop(LINES_ATTR, None)
+    log.info("%s: %d rows, columns %s", name, len(df), list(df.columns))
+    clean, rejects, summary = validate_table(df, spec, source_name=name)
+    summary["source"] = {"name": name, "file": str(raw), "format": fmt, "sha256": sha256_of(raw)}
+    if origin:
         summary["source"].update(origin=origin.get("origin"), type=origin.get("type"))
 
-    for path in (clean_out, rejects_out, summary_out):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    rejects.to_csv(rejects_out, index=False)
-    Path(summary_out).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    targets = [(rejects_out, summary_out)] + ([diagnostics] if diagnostics else [])
+    for rejects_path, summary_path in targets:
+        for path in (rejects_path, summary_path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        rejects.to_csv(rejects_path, index=False)
+        Path(summary_path).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     if summary["kept"] == 0:
         top = ", ".join(f"{k} {v}" for k, v in Counter(summary["by_reason"]).most_common(3))
-        example = (
-            f"; row {rejects['row'].iloc[0]}: {rejects['reason'].iloc[0]}" if len(rejects) else ""
-        )
+        example = ""
+        if len(rejects):
+            first = rejects.iloc[0]
+            where = _where(int(first["row"]), first["line"])
+            example = f"; {where}, column {first['column']!r}: {first['reason']}"
+        kept_at = diagnostics or (rejects_out, summary_out)
         raise DataError(
-            f"{raw}: no valid rows remain: all {summary['rows_in']} rejected ({top}){example}"
+            f"{name}: no valid rows remain: all {summary['rows_in']} rejected ({top}){example}; "
+            f"every reason is in {kept_at[0]} (summary: {kept_at[1]})"
         )
+    Path(clean_out).parent.mkdir(parents=True, exist_ok=True)
     _for_csv(clean, spec["task"], summary["label_columns"]).to_csv(clean_out, index=False)
     log.info(
         "wrote %s (%d rows) and %s (%d rows)", clean_out, len(clean), rejects_out, len(rejects)
     )
     return summary
+
+
+def _where(row: int, line: Any) -> str:
+    """`data row 3 (file line 5)`; only the data row where the file line is unknown."""
+    if line is None or pd.isna(line):
+        return f"data row {row}"
+    return f"data row {row} (file line {int(line)})"
 
 
 def _for_csv(clean: pd.DataFrame, task: str, label_columns: list[str]) -> pd.DataFrame:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from biomol_dl import metrics as M
+from biomol_dl.io import read_table
 from biomol_dl.logutil import get
 
 log = get(__name__)
@@ -413,7 +414,7 @@ def example_sizes(inputs: Sequence[str], kind: str) -> np.ndarray:
 
 
 def _read_predictions(path: str | Path) -> pd.DataFrame:
-    pred = pd.read_csv(path, dtype={"id": str, "task": str})
+    pred = read_table(path, strings=("split", "task"))
     missing = {"id", "split", "task", "y_true", "y_pred"} - set(pred.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
@@ -507,7 +508,7 @@ def run_model_plots(
     else:
         raise ValueError(f"unknown task {task!r}")
 
-    clean = pd.read_csv(clean_csv, dtype={"id": str, "input": str}, keep_default_na=False)
+    clean = read_table(clean_csv)
     inputs = dict(zip(clean["id"], clean["input"], strict=True))
     missing = [i for i in test["id"] if i not in inputs]
     if missing:
