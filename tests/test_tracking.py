@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -427,3 +429,97 @@ def test_mode_env_overrides_config(workdir):
     os.environ["BIOMOL_DL_TRACKING_MODE"] = "sometimes"
     with pytest.raises(ValueError, match="spool"):
         tracking.tracking_mode({})
+
+
+def test_sqlite_store_folder_is_created_only_inside_the_working_directory(
+    workdir, tmp_path_factory
+):
+    outside = tmp_path_factory.mktemp("outside")
+    missing = outside / "typo" / "mlflow"
+    uri = f"sqlite:///{missing}/mlflow.db"
+    with pytest.raises(tracking.TrackingUnavailable) as err:
+        start(uri=uri)
+    message = str(err.value)
+    assert "\n" not in message and uri in message and f"{missing} does not exist" in message
+    assert not (outside / "typo").exists()
+    tracking.check_store(f"sqlite:///{outside}/mlflow.db")  # named outside, folder exists: fine
+    start(uri="sqlite:///stores/new/mlflow.db")  # inside the working directory: created
+    assert (workdir / "stores/new/mlflow.db").is_file()
+
+
+def _mark_incomplete(output: str) -> None:
+    """What Snakemake's file persistence writes when a job starts (.snakemake/incomplete)."""
+    name = base64.urlsafe_b64encode(output.encode()).decode()
+    marker = Path(".snakemake/incomplete") / name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text('{"external_jobid": null}')
+
+
+def test_finished_job_whose_outputs_snakemake_discarded_becomes_orphaned(workdir):
+    os.environ["BIOMOL_DL_SYNC_SECONDS"] = "3600"
+    first = start(mode="spool")
+    model = "results/tiny_a/train/mlp/seed0/model.pt"
+    wildcards = {"dataset": "tiny_a", "model": "mlp", "seed": 0}
+    _mark_incomplete(model)  # the job started ...
+    with tracking.job_run(rule="train_mlp", wildcards=wildcards, outputs={"model": model}):
+        Path(model).parent.mkdir(parents=True)
+        Path(model).write_text("weights")
+    # ... and finished, but the main process was SIGKILLed before it removed the marker;
+    # a job it did accept has no marker left.
+    with tracking.job_run(rule="split", wildcards=wildcards, outputs={"split": "seed0.csv"}):
+        Path("seed0.csv").write_text("id,part\n")
+    tracking._stop_syncer()
+    client().set_tag(first, "biomol_dl.pid", _dead_pid())
+    start(mode="spool")  # the next invocation (--rerun-incomplete) imports the spool
+    orphan = run_of("train_mlp")
+    assert orphan.info.status == "KILLED"
+    assert orphan.data.tags["biomol_dl.orphaned"] == "true"
+    assert model in orphan.data.tags["biomol_dl.killed_reason"]
+    assert run_of("split").info.status == "FINISHED"
+
+
+def test_live_job_outliving_its_workflow_run_is_orphaned(workdir):
+    main = start(mode="live")
+    job = tracking.job_run(rule="train_rf", wildcards={"dataset": "tiny_a"})
+    run = job.__enter__()  # e.g. a SLURM job on another node, still running ...
+    client().set_terminated(main, "KILLED")  # ... when the next invocation found its main dead
+    job.__exit__(None, None, None)
+    got = client().get_run(run.run_id)
+    assert got.info.status == "KILLED" and got.data.tags["biomol_dl.orphaned"] == "true"
+    assert main in got.data.tags["biomol_dl.killed_reason"]
+
+
+JOB = """
+import sys, time
+from biomol_dl import tracking
+with tracking.job_run(rule="train_rf", wildcards={"dataset": "tiny_a"}) as run:
+    print(run.spool_file, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_watchdog_stops_a_job_whose_main_process_died(workdir):
+    start(mode="spool")
+    main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    stat = Path(f"/proc/{main.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    identity = {"host": socket.gethostname(), "pid": main.pid, "start_ticks": int(stat[19])}
+    env = {
+        **os.environ,
+        "BIOMOL_DL_WORKFLOW_PROCESS": json.dumps(identity),
+        "BIOMOL_DL_WATCHDOG_SECONDS": "0.2",
+    }
+    job = subprocess.Popen([sys.executable, "-c", JOB], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        spool_file = Path(job.stdout.readline().strip())
+        assert job.poll() is None, "the job runs while its main process lives"
+        main.kill()  # not reaped yet: a zombie is gone too
+        assert job.wait(timeout=20) == 143
+    finally:
+        for proc in (job, main):
+            proc.kill()
+            proc.wait()
+    assert '"status": "KILLED"' in spool_file.read_text()
+    tracking.sync_spool()
+    orphan = run_of("train_rf")
+    assert orphan.info.status == "KILLED" and orphan.data.tags["biomol_dl.orphaned"] == "true"
+    assert f"pid {main.pid}" in orphan.data.tags["biomol_dl.killed_reason"]

@@ -36,6 +36,33 @@ uploaded). Params: the rule's params, flattened (`model.params.lr`). A body that
 run FAILED with `biomol_dl.error` and an `error.txt` artifact (traceback); SIGTERM preemption
 and other SystemExit / KeyboardInterrupt end it KILLED.
 
+Orphaned jobs: a job whose outputs Snakemake discards is never FINISHED. When the Snakemake main
+process dies without running its hooks (SIGKILL, the OOM killer, a lost login session), its
+running jobs live on, but Snakemake (9.x, default file persistence) keeps the lock and an
+incomplete marker per output (.snakemake/incomplete/<url-safe base64 of the output path>). After
+`snakemake --unlock`, the next invocation re-makes outputs that are missing and refuses those that
+exist (IncompleteFilesException) until it is given --rerun-incomplete, which re-makes them too;
+only `snakemake --cleanup-metadata <files>` accepts them as they are. So:
+- `workflow_start` exports the main process's identity in BIOMOL_DL_WORKFLOW_PROCESS (JSON: host,
+  pid and start time in clock ticks, which a reused pid cannot fake), and a job on the same host
+  runs a daemon watchdog thread that checks that process every BIOMOL_DL_WATCHDOG_SECONDS (default
+  2; 0 turns it off, e.g. for --immediate-submit). Once it is gone (or a zombie), the watchdog ends
+  the run KILLED, tagged `biomol_dl.orphaned` = true and `biomol_dl.killed_reason`, and stops the
+  job: SIGTERM to itself when the job has a Python SIGTERM handler (training then saves its resume
+  state, so the re-made job resumes), a hard exit with status 143 otherwise or 30 s later. A local
+  job is the main process's direct child, yet the watchdog checks the recorded process rather than
+  using PR_SET_PDEATHSIG, which covers only a direct parent and fires when the parent's *thread*
+  that started the job ends (Snakemake starts jobs from a thread pool).
+- A job about to end FINISHED checks too (a fast job may end between two watchdog polls): on the
+  same host, the main process; in live mode, on any host (SLURM), whether its workflow run has
+  already ended in the store (the next invocation marks a dead one KILLED). Either makes it
+  KILLED + orphaned.
+- The store writer of the next invocation (`workflow_start`, after replaying the dead invocation's
+  spool) marks KILLED + orphaned every FINISHED job of a workflow it finds dead (see Stale runs)
+  whose outputs Snakemake still marks incomplete in that job's working directory: a job that
+  ended just before its main process died, or on another host without the watchdog. Outputs that
+  `--cleanup-metadata` accepted have no marker left and their runs stay FINISHED.
+
 Lineage (choice: tags in the store, not a sidecar index, so it works the same against a shared
 `mlflow server` and shows in the UI). Every finished job tags `produced.<sha256>` = the output's
 absolute path. A consumer hashes its inputs (`lineage.<input>.sha256`) and, per input, the most
@@ -49,7 +76,11 @@ feature file is hashed once, not once per consumer; files over BIOMOL_DL_HASH_MA
 
 Stores. Default: sqlite:///results/mlflow/mlflow.db under the workflow's working directory
 (artifacts in results/mlflow/artifacts), made absolute for jobs. `tracking.uri` in the config or
-MLFLOW_TRACKING_URI selects another store, e.g. http://host:5000 for `mlflow server`. Many
+MLFLOW_TRACKING_URI selects another store, e.g. http://host:5000 for `mlflow server`. A SQLite
+store's folder is created only inside the working directory (where the default is); a store named
+anywhere else must have its folder already, or tracking fails before any job with one line naming
+the URI and the missing folder (so a typo like sqlite:////nonexistent/... never creates folders at
+the filesystem root). Many
 writers (live mode) on SQLite: the schema is created once, under a file lock (on a fresh file,
 concurrent schema creation loses all but one process's run), `workflow_start` creates every
 configured dataset's experiment before any job, experiment creation is create-or-get, and store
@@ -66,14 +97,17 @@ logging rather than throw away hours of training.
 Stale runs. `workflow_start` marks RUNNING runs under the prefix KILLED when their process is
 gone: on this host, when the recorded pid no longer runs (or now belongs to a younger process);
 a job whose workflow run has ended or is itself stale; runs from other hosts only when older
-than BIOMOL_DL_STALE_HOURS (default 24; a job's own final status still overwrites KILLED).
-`workflow_end` marks its own still-RUNNING jobs KILLED and ends the workflow runs.
+than BIOMOL_DL_STALE_HOURS (default 24; a live job's own final status still overwrites KILLED,
+but FINISHED only while its workflow run is RUNNING). The same pass marks the dead workflows'
+discarded FINISHED jobs orphaned (see Orphaned jobs). `workflow_end` marks its own still-RUNNING
+jobs KILLED and ends the workflow runs.
 
 Off switch: BIOMOL_DL_TRACKING=0 (or `tracking.enabled: false`) makes every call a no-op.
 """
 
 from __future__ import annotations
 
+import base64
 import getpass
 import hashlib
 import json
@@ -82,6 +116,7 @@ import os
 import posixpath
 import random
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -120,6 +155,8 @@ ENV_TIMEOUT = "BIOMOL_DL_TRACKING_TIMEOUT"
 ENV_RETRIES = "BIOMOL_DL_TRACKING_RETRIES"
 ENV_STALE_HOURS = "BIOMOL_DL_STALE_HOURS"
 ENV_ARTIFACT_MAX_MB = "BIOMOL_DL_ARTIFACT_MAX_MB"
+ENV_WORKFLOW_PROCESS = "BIOMOL_DL_WORKFLOW_PROCESS"
+ENV_WATCHDOG_SECONDS = "BIOMOL_DL_WATCHDOG_SECONDS"
 
 TAG_KIND = "biomol_dl.kind"  # workflow | dataset_workflow | job
 TAG_WORKFLOW = "biomol_dl.workflow_run_id"
@@ -127,12 +164,15 @@ TAG_HOST = "biomol_dl.host"
 TAG_PID = "biomol_dl.pid"
 TAG_ERROR = "biomol_dl.error"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_ORPHANED = "biomol_dl.orphaned"
+TAG_KILLED_REASON = "biomol_dl.killed_reason"
 
 _MAX_PARAM = 6000
 _MAX_TAG = 8000
 _BATCH = 100  # MLflow's limit on params + tags per log_batch
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SPOOL_SUFFIX = ".jsonl"
+_ORPHAN_GRACE_S = 30  # how long an orphaned job's own SIGTERM handler may take to exit
 
 
 class TrackingUnavailable(RuntimeError):
@@ -264,16 +304,37 @@ def _client(uri: str) -> Any:
     try:
         path = _sqlite_path(uri)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _store_folder(uri, path.parent)
             with _file_lock(path.with_name(path.name + ".lock")):
                 client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 _retry(client.search_experiments, max_results=1)  # creates / checks the schema
         else:
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except TrackingUnavailable:
+        raise
     except Exception as exc:
         raise _unavailable(uri, f"{type(exc).__name__}: {exc}") from None
     _CLIENTS[uri] = client
     return client
+
+
+def _store_folder(uri: str, folder: Path) -> None:
+    """Create a SQLite store's folder, but only inside the working directory.
+
+    The default store (results/mlflow) is there; a folder named anywhere else must exist, so a
+    mistyped absolute path fails (one line naming the URI and the folder) instead of creating
+    folders at the filesystem root.
+    """
+    if folder.is_dir():
+        return
+    cwd = Path.cwd().resolve()
+    if not folder.resolve().is_relative_to(cwd):
+        raise _unavailable(
+            uri,
+            f"its folder {folder} does not exist; create it, or name a store inside the working "
+            f"directory {cwd}, where biomol-dl creates the folder",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager
@@ -418,25 +479,77 @@ def _process_tags() -> dict[str, str]:
     return tags
 
 
-def _process_alive(pid: int, run_start_ms: int) -> bool:
-    """True if `pid` runs here and is not a younger process that reused the number."""
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks after boot) of a process, from Linux /proc; else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_alive(
+    pid: int, run_start_ms: int | None = None, start_ticks: int | None = None
+) -> bool:
+    """True if `pid` runs here (not a zombie) and is the process meant, not one that reused the
+    number: the one that started at `start_ticks` exactly, or one not younger than a run that
+    started at `run_start_ms`. Without /proc only the pid is checked."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    try:  # Linux: compare the process's start time with the run's
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, ticks = stat
+    if state in {"Z", "X"}:  # killed, not yet reaped by its parent
+        return False
+    if start_ticks is not None:
+        return ticks == start_ticks
+    if run_start_ms is None:
+        return True
+    try:
         boot = next(
             float(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()
             if line.startswith("btime ")
         )
-        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return started <= run_start_ms / 1000 + 2
+        return boot + ticks / os.sysconf("SC_CLK_TCK") <= run_start_ms / 1000 + 2
     except (OSError, ValueError, IndexError, StopIteration):
         return True
+
+
+def _process_identity() -> dict[str, Any]:
+    """This process as BIOMOL_DL_WORKFLOW_PROCESS records it: host, pid, start time (ticks)."""
+    stat = _proc_stat(os.getpid())
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start_ticks": stat and stat[1]}
+
+
+def _local_workflow_process() -> tuple[int, int | None] | None:
+    """(pid, start ticks) of the Snakemake main process that `workflow_start` recorded, when it
+    ran on this host and is not this process (a job, not the main process itself); else None."""
+    try:
+        main = json.loads(os.environ.get(ENV_WORKFLOW_PROCESS) or "{}")
+        pid, ticks = int(main["pid"]), main.get("start_ticks")
+        host = main["host"]
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError):
+        return None
+    if host != socket.gethostname() or pid == os.getpid():
+        return None
+    return pid, (int(ticks) if ticks is not None else None)
+
+
+def _workflow_process_gone() -> str | None:
+    """Why this job is an orphan when its local Snakemake main process is gone; else None."""
+    main = _local_workflow_process()
+    if main is None or _process_alive(main[0], start_ticks=main[1]):
+        return None
+    return (
+        f"orphaned: the Snakemake main process (pid {main[0]} on {socket.gethostname()}) is "
+        "gone, so Snakemake discards this job's outputs (they stay marked incomplete)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,12 +730,15 @@ class JobRun:
 
     run_id is the MLflow run id in live mode and None in spool mode (the run is created when
     the spool is synced). Logging during the body never kills a job: a failing store call (after
-    retries) is reported once as a warning and later calls are skipped.
+    retries) is reported once as a warning and later calls are skipped. Thread-safe (the orphan
+    watchdog may end the run while the body logs); once ended, further calls do nothing.
     """
 
     def __init__(self, sink: Any = None):
         self._sink = sink
         self._params: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._ended = False
         self.run_id = getattr(sink, "run_id", None)
         self.experiment_id = getattr(sink, "experiment_id", None)
         self.spool_file = getattr(sink, "path", None)
@@ -632,8 +748,11 @@ class JobRun:
         return self._sink is not None
 
     def _send(self, method: str, *args: Any, **kwargs: Any) -> None:
-        if self._sink is None:
-            return
+        with self._lock:
+            if self._sink is not None and not self._ended:
+                self._send_now(method, *args, **kwargs)
+
+    def _send_now(self, method: str, *args: Any, **kwargs: Any) -> None:
         try:
             getattr(self._sink, method)(*args, **kwargs)
         except Exception as exc:
@@ -719,8 +838,49 @@ class JobRun:
         else:
             self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
-    def _terminate(self, status: str) -> None:
-        self._send("end", status)
+    def _terminate(self, status: str, orphaned: str | None = None) -> None:
+        """End the run with `status` (KILLED and tagged when `orphaned` gives why); once only."""
+        with self._lock:
+            if orphaned:
+                self.set_tags({TAG_ORPHANED: "true", TAG_KILLED_REASON: orphaned})
+                status = "KILLED"
+            self._send("end", status)
+            self._ended = True
+
+
+class _OrphanWatchdog(threading.Thread):
+    """Stops a job whose Snakemake main process is gone (a daemon thread of a local job).
+
+    Polls the main process recorded in BIOMOL_DL_WORKFLOW_PROCESS; when it is gone, ends the run
+    KILLED + orphaned, then stops the job (see "Orphaned jobs" in the module docstring).
+    """
+
+    def __init__(self, run: JobRun, interval: float):
+        super().__init__(name="biomol-dl-orphan-watchdog", daemon=True)
+        self.job, self.interval = run, interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            reason = _workflow_process_gone()
+            if reason is None:
+                continue
+            logger.warning("%s; stopping this job", reason)
+            self.job._terminate("KILLED", reason)
+            if callable(signal.getsignal(signal.SIGTERM)):  # e.g. training saves its resume state
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(_ORPHAN_GRACE_S)
+            os._exit(143)
+
+    @classmethod
+    def start_for(cls, run: JobRun) -> _OrphanWatchdog | None:
+        """A started watchdog for `run`, or None (off, or no local main process to watch)."""
+        interval = _env_float(ENV_WATCHDOG_SECONDS, 2.0)
+        if not run.active or interval <= 0 or _local_workflow_process() is None:
+            return None
+        watchdog = cls(run, interval)
+        watchdog.start()
+        return watchdog
 
 
 def _run_name(rule: str, wildcards: Mapping[str, Any]) -> str:
@@ -752,7 +912,8 @@ def job_run(
       from it unless given. inputs / outputs: Snakemake Namedlists, {name: path or [paths]} or a
       list of paths. experiment: overrides `<prefix>/<dataset wildcard>`.
     Spool mode (BIOMOL_DL_SPOOL set by workflow_start) writes a spool file; live mode raises
-    TrackingUnavailable before the body runs when the store cannot be used.
+    TrackingUnavailable before the body runs when the store cannot be used. A job that outlives
+    its Snakemake main process ends KILLED + orphaned (the watchdog stops it on the same host).
     """
     rule = rule or getattr(smk, "rule", None) or "job"
     wildcards = dict(wildcards if wildcards is not None else _names(smk, "wildcards"))
@@ -771,6 +932,7 @@ def job_run(
     else:
         sink = _open_live_run(exp_name, _run_name(rule, wildcards), tags)
     run = JobRun(sink)
+    watchdog = _OrphanWatchdog.start_for(run)
     status, error = "FINISHED", None
     try:
         run.log_params(params)
@@ -796,7 +958,31 @@ def job_run(
         except Exception as exc:  # the job's own result matters more than its tags
             logger.warning("could not tag the end of run %s: %s", run.run_id, exc)
         finally:
-            run._terminate(status)
+            if watchdog is not None:
+                watchdog.stop.set()
+            # Checked last: hashing large outputs can take minutes.
+            run._terminate(status, _orphan_reason(run) if status == "FINISHED" else None)
+
+
+def _orphan_reason(run: JobRun) -> str | None:
+    """Why a job that is about to end FINISHED is an orphan (its outputs will be discarded), or
+    None: its main process is gone (same host), or, for a live run, its workflow run has ended."""
+    reason = _workflow_process_gone()
+    workflow = os.environ.get(ENV_PARENT)
+    client = getattr(run._sink, "client", None)
+    if reason or client is None or not workflow:
+        return reason
+    try:
+        info = _retry(client.get_run, workflow).info
+    except Exception as exc:  # cannot tell: the job's own result stands
+        logger.warning("could not check workflow run %s: %s", workflow, exc)
+        return None
+    if info.status == "RUNNING":
+        return None
+    return (
+        f"orphaned: its workflow run {workflow} ended ({info.status}) before this job did, so "
+        "Snakemake discards this job's outputs"
+    )
 
 
 def _job_tags(smk: Any, rule: str, wildcards: Mapping[str, Any], exp_name: str) -> dict[str, str]:
@@ -1169,6 +1355,7 @@ def workflow_start(
             ENV_GIT_COMMIT: commit,
             ENV_GIT_DIRTY: dirty,
             ENV_CONFIG_HASH: chash,
+            ENV_WORKFLOW_PROCESS: json.dumps(_process_identity()),
         }
     )
     os.environ.setdefault(ENV_HASH_CACHE, str(workdir / "results/mlflow/sha256_cache.sqlite"))
@@ -1183,7 +1370,8 @@ def workflow_start(
     }
     spool = workdir / "results/mlflow/spool"
     try:
-        # Leftovers of an invocation that died: its jobs are over (Snakemake locks the workdir).
+        # Leftovers of an invocation that died (Snakemake locks the workdir): unended runs end
+        # KILLED (a SLURM orphan may still run; its later records are dropped, never FINISHED).
         sync_spool(spool, uri, finalize=True)
         main = _open_workflow_runs(_client(uri), uri, config, prefix, common)
     except TrackingUnavailable:
@@ -1317,6 +1505,21 @@ def cleanup_stale_runs(
         if r.data.tags.get(TAG_KIND) == "workflow" and own_process_gone(r)
     }
     killed = []
+    for workflow in sorted(dead_workflows):
+        finished = _search_all(
+            client,
+            experiment_ids,
+            f"attributes.status = 'FINISHED' and tags.`{TAG_WORKFLOW}` = '{workflow}'",
+        )
+        for run in finished:
+            discarded = _discarded_outputs(run.data.tags)
+            if discarded:
+                reason = (
+                    f"orphaned: its workflow's main process died before Snakemake accepted its "
+                    f"outputs (still marked incomplete: {', '.join(discarded)})"
+                )
+                _kill(client, run.info.run_id, reason, orphaned=True)
+                killed.append(run.info.run_id)
     for rid, run in by_id.items():
         tags = run.data.tags
         workflow = tags.get(TAG_WORKFLOW)
@@ -1335,9 +1538,40 @@ def cleanup_stale_runs(
     return killed
 
 
-def _kill(client: Any, run_id: str, reason: str) -> None:
-    _retry(client.set_tag, run_id, "biomol_dl.killed_reason", reason)
+def _kill(client: Any, run_id: str, reason: str, orphaned: bool = False) -> None:
+    if orphaned:
+        _retry(client.set_tag, run_id, TAG_ORPHANED, "true")
+    _retry(client.set_tag, run_id, TAG_KILLED_REASON, reason)
     _retry(client.set_terminated, run_id, "KILLED")
+
+
+def _discarded_outputs(tags: Mapping[str, str]) -> list[str]:
+    """The outputs of a job run (its `output.<name>.path` tags) that Snakemake still marks
+    incomplete in the job's working directory (`biomol_dl.workdir`): it never accepted them and
+    the next run re-makes them. Empty when that directory has no markers folder to read (another
+    host's disk, or `--persistence-backend db`)."""
+    folder = Path(tags.get("biomol_dl.workdir") or "/nonexistent") / ".snakemake" / "incomplete"
+    if not folder.is_dir():
+        return []
+    return [
+        path
+        for key, path in sorted(tags.items())
+        if key.startswith("output.") and key.endswith(".path")
+        if _incomplete_marker(folder, path).exists()
+    ]
+
+
+def _incomplete_marker(folder: Path, output: str) -> Path:
+    """Where Snakemake's file persistence keeps the incomplete marker of `output` (as the rule
+    names it, relative to the working directory): its url-safe base64, cut into names of at most
+    NAME_MAX - 1 characters, all but the last prefixed with "@" (snakemake.persistence.file)."""
+    try:
+        size = (os.pathconf(folder, "PC_NAME_MAX") or 255) - 1
+    except (OSError, ValueError, AttributeError):
+        size = 254
+    b64 = base64.urlsafe_b64encode(output.encode()).decode()
+    parts = [b64[i : i + size] for i in range(0, len(b64), size)]
+    return folder.joinpath(*[f"@{part}" for part in parts[:-1]], parts[-1])
 
 
 def _config_hash(config: Mapping[str, Any]) -> str:
