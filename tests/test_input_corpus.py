@@ -323,6 +323,13 @@ CASES: list[Case] = [
         rejects={1: "invalid_label: '0x10' is not a number"},
     ),
     Case(
+        "reg_unicode_minus",
+        "regression label `−1.5` (U+2212 MINUS SIGN, as pasted from a paper)",
+        rows("a,CCC,−1.5", GOOD),
+        smiles(),
+        rejects={1: "invalid_label: '−1.5' is not a number (it contains '−' (U+2212 MINUS SIGN)"},
+    ),
+    Case(
         "reg_inf",
         "regression label `inf`",
         rows("a,CCC,inf", GOOD),

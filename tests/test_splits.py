@@ -294,6 +294,19 @@ def flip_like(tmp_path) -> Path:
     return path
 
 
+def test_predefined_column_is_read_as_written(tmp_path):
+    """Fold codes such as "01" / "02" stay codes: read as numbers they would all be 1 and 2."""
+    folds = ["01" if i % 4 else "02" for i in range(len(SMILES))]
+    clean_table(SMILES, fold=folds).to_csv(tmp_path / "clean.csv", index=False)
+    spec = {"strategy": "predefined", "column": "fold", "values": {"01": "train", "02": "test"}}
+    out_csv = tmp_path / "seed0.csv"
+    info = splits.run_split(
+        tmp_path / "clean.csv", spec, 0, "smiles", "regression", ["label"], out_csv,
+        tmp_path / "seed0.json",
+    )  # fmt: skip
+    assert info["sizes"]["test"] == folds.count("02")
+
+
 def test_predefined_flip_columns_fix_the_split(tmp_path):
     path = flip_like(tmp_path)
     spec = {"strategy": "predefined", "column": "set", "val_column": "validation"}

@@ -58,7 +58,8 @@ def validate_inputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(clean, rejects, summary) for unlabelled inputs, with the dataset's validation policy.
 
-    clean: id, input, row; rejects: row, id, column, value, reason (as the validate rule writes).
+    clean: id, input, row; rejects: row, line, id, column, value, reason (as the validate rule
+    writes: `line` is the file line on which the data row starts).
     """
     from biomol_dl.validate import validate_table
 

@@ -181,14 +181,15 @@ def _fetch_parts(source: dict, out_raw: Path, *, mirror: Any, cache_dir: Path) -
         path, record = _resolve(part, mirror=mirror, cache_dir=cache_dir)
         fmt = source_format(part)
         options = {**shared, **read_options(part)}
-        table = read_raw_table(path, fmt, display_name=record["file"], **options)
+        shown = display_name(record, path)
+        table = read_raw_table(path, fmt, display_name=shown, **options)
         if "part" in table.columns:
-            raise DataError(f"{record['file']}: already has a column named 'part'")
+            raise DataError(f"{shown}: already has a column named 'part'")
         if first is None:
-            first = (record["file"], list(table.columns))
+            first = (shown, list(table.columns))
         elif list(table.columns) != first[1]:
             raise DataError(
-                f"{record['file']}: columns {list(table.columns)} differ from those of "
+                f"{shown}: columns {list(table.columns)} differ from those of "
                 f"{first[0]} {first[1]}; parts must share one header"
             )
         table["part"] = str(name)

@@ -266,8 +266,10 @@ def run_split(
 
     Returns the info dict. Table problems raise DataError starting with the clean file's name.
     """
-    # Only empty cells are missing: an id such as "NA" or "None" stays a string.
-    clean = read_table(clean_csv)
+    # Ids stay strings ("NA", "None", "007"), and so do a predefined split's columns: a cell
+    # reads as written ("1", not 1.0 because another cell is empty).
+    named = [split_spec.get(key) for key in ("column", "val_column")]
+    clean = read_table(clean_csv, strings=[c for c in named if isinstance(c, str)])
     try:
         assignment, info = make_split(
             clean, split_spec, int(seed), kind=kind, task=task, label_columns=label_columns

@@ -487,9 +487,12 @@ def _parse_number(column: str, cell: str) -> float:
         if _INFINITY.fullmatch(value):
             raise _Reject(f"invalid_label: {value!r} is not finite", column, cell)
         hint = ""
+        odd = next((c for c in value if not c.isascii()), None)
         with contextlib.suppress(ValueError):
             float(value)  # Python reads '1_000' and fullwidth digits: say why they are not
             hint = " (only ASCII decimal or scientific notation such as -1.5e3 is read)"
+        if odd:  # e.g. U+2212 MINUS SIGN pasted from a paper
+            hint = f" (it contains {_describe(odd)}; only ASCII digits, sign, '.' and 'e' are read)"
         raise _Reject(f"invalid_label: {value!r} is not a number{hint}", column, cell)
     number = float(value)
     if not math.isfinite(number):
