@@ -502,7 +502,12 @@ def test_watchdog_stops_a_job_whose_main_process_died(workdir):
     start(mode="spool")
     main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     stat = Path(f"/proc/{main.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    identity = {"host": socket.gethostname(), "pid": main.pid, "start_ticks": int(stat[19])}
+    identity = {
+        "host": socket.gethostname(),
+        "pid_ns": os.readlink("/proc/self/ns/pid"),
+        "pid": main.pid,
+        "start_ticks": int(stat[19]),
+    }
     env = {
         **os.environ,
         "BIOMOL_DL_WORKFLOW_PROCESS": json.dumps(identity),

@@ -44,15 +44,16 @@ incomplete marker per output (.snakemake/incomplete/<url-safe base64 of the outp
 exist (IncompleteFilesException) until it is given --rerun-incomplete, which re-makes them too;
 only `snakemake --cleanup-metadata <files>` accepts them as they are. So:
 - `workflow_start` exports the main process's identity in BIOMOL_DL_WORKFLOW_PROCESS (JSON: host,
-  pid and start time in clock ticks, which a reused pid cannot fake), and a job on the same host
-  runs a daemon watchdog thread that checks that process every BIOMOL_DL_WATCHDOG_SECONDS (default
-  2; 0 turns it off, e.g. for --immediate-submit). Once it is gone (or a zombie), the watchdog ends
-  the run KILLED, tagged `biomol_dl.orphaned` = true and `biomol_dl.killed_reason`, and stops the
-  job: SIGTERM to itself when the job has a Python SIGTERM handler (training then saves its resume
-  state, so the re-made job resumes), a hard exit with status 143 otherwise or 30 s later. A local
-  job is the main process's direct child, yet the watchdog checks the recorded process rather than
-  using PR_SET_PDEATHSIG, which covers only a direct parent and fires when the parent's *thread*
-  that started the job ends (Snakemake starts jobs from a thread pool).
+  PID namespace, pid, and start time in clock ticks, which a reused pid cannot fake). A job on the
+  same host and PID namespace runs a daemon watchdog thread that checks that process every
+  BIOMOL_DL_WATCHDOG_SECONDS (default 2; 0 turns it off, e.g. for --immediate-submit). Once it is
+  gone (or a zombie), the watchdog ends the run KILLED, tagged `biomol_dl.orphaned` = true and
+  `biomol_dl.killed_reason`, and stops the job: SIGTERM to itself when the job has a Python
+  SIGTERM handler (training then saves its resume state, so the re-made job resumes), a hard exit
+  with status 143 otherwise or 30 s later. A local job is the main process's direct child (its
+  script runs as one), yet the watchdog checks the recorded process rather than using
+  PR_SET_PDEATHSIG, which covers only a direct parent and fires when the parent's *thread* that
+  started the job ends (Snakemake starts jobs from a thread pool).
 - A job about to end FINISHED checks too (a fast job may end between two watchdog polls): on the
   same host, the main process; in live mode, on any host (SLURM), whether its workflow run has
   already ended in the store (the next invocation marks a dead one KILLED). Either makes it
@@ -521,22 +522,36 @@ def _process_alive(
         return True
 
 
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (Linux), so a container sharing the host name is not here."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def _process_identity() -> dict[str, Any]:
-    """This process as BIOMOL_DL_WORKFLOW_PROCESS records it: host, pid, start time (ticks)."""
+    """This process as BIOMOL_DL_WORKFLOW_PROCESS records it: host, PID namespace, pid and start
+    time (clock ticks after boot)."""
     stat = _proc_stat(os.getpid())
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start_ticks": stat and stat[1]}
+    return {
+        "host": socket.gethostname(),
+        "pid_ns": _pid_namespace(),
+        "pid": os.getpid(),
+        "start_ticks": stat and stat[1],
+    }
 
 
 def _local_workflow_process() -> tuple[int, int | None] | None:
     """(pid, start ticks) of the Snakemake main process that `workflow_start` recorded, when it
-    ran on this host and is not this process (a job, not the main process itself); else None."""
+    runs on this host, in this PID namespace, and is not this process; else None."""
     try:
         main = json.loads(os.environ.get(ENV_WORKFLOW_PROCESS) or "{}")
         pid, ticks = int(main["pid"]), main.get("start_ticks")
-        host = main["host"]
+        here = main["host"] == socket.gethostname() and main.get("pid_ns") == _pid_namespace()
     except (json.JSONDecodeError, TypeError, ValueError, KeyError):
         return None
-    if host != socket.gethostname() or pid == os.getpid():
+    if not here or pid == os.getpid():
         return None
     return pid, (int(ticks) if ticks is not None else None)
 
