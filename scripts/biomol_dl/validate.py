@@ -191,16 +191,19 @@ def _clean_rdkit_message(text: str) -> str:
 
 
 def _describe(char: str) -> str:
-    """A character as a reason shows it: repr, plus code point and name beyond printable ASCII."""
-    if " " <= char < "\x7f":
-        return repr(char)
-    return f"{char!r} (U+{ord(char):04X} {unicodedata.name(char, 'unnamed')})"
+    """A character as a reason shows it: repr, plus code point and name beyond ASCII."""
+    if char.isascii():
+        return repr(char)  # '\t', '\x00', 'x'
+    name = unicodedata.name(char, "")
+    return f"{char!r} (U+{ord(char):04X}{' ' + name if name else ''})"
 
 
 def _check_characters(text: str, what: str, column: str, raw: str) -> None:
     """Reject whitespace, control / invisible and non-ASCII characters inside `text` (already
     stripped when the options say so): RDKit reads `CC O` as ethane named "O" and `CÇ` as
     methane, and nothing in a sequence may vanish either. `what` is smiles or sequence."""
+    if text.isascii() and text.isprintable() and " " not in text:
+        return  # the common case, without a loop in Python
     for pos, char in enumerate(text, 1):
         if char.isspace():
             raise _Reject(f"whitespace_in_{what}: {_describe(char)} at position {pos}", column, raw)
@@ -565,6 +568,8 @@ def validate_table(
     within = options["duplicates_within"]
     within_values = df[within].astype(str).values.tolist() if within else [()] * n
     lines = df.attrs.get(LINES_ATTR)
+    if lines is not None and len(lines) != n:
+        lines = None  # the caller changed the rows read_raw_table numbered
     rejects: list[dict[str, Any]] = []
 
     def reject(i: int, rid: str, err: _Reject) -> None:
