@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 from peers import chemprop_python  # noqa: E402
 
 from biomol_dl.evaluate import evaluate_predictions  # noqa: E402
+from biomol_dl.io import read_table  # noqa: E402
 
 CHEMPROP_TASKS = {"regression": "regression", "binary": "classification",
                   "multitask_binary": "classification"}  # fmt: skip
@@ -48,13 +49,8 @@ def prepare_inputs(workdir: Path, dataset: str, seed: int, out_dir: Path) -> dic
     if task not in CHEMPROP_TASKS:
         raise ValueError(f"{base}/validate/summary.json: task {task!r} has no chemprop mapping")
     # Ids are strings as written ("NA" and "007" included), never NaN or numbers.
-    ids = {"id": str, "input": str}
-    clean = pd.read_csv(
-        base / "validate" / "clean.csv", dtype=ids, keep_default_na=False, na_values=[""]
-    )
-    split = pd.read_csv(
-        base / "split" / f"seed{seed}.csv", dtype=ids, keep_default_na=False, na_values=[""]
-    )
+    clean = read_table(base / "validate" / "clean.csv")
+    split = read_table(base / "split" / f"seed{seed}.csv", strings=["split"])
     if set(split["id"]) != set(clean["id"]) or len(split) != len(clean):
         raise ValueError(f"{base}/split/seed{seed}.csv: ids differ from clean.csv")
     part = clean["id"].map(dict(zip(split["id"], split["split"], strict=True)))

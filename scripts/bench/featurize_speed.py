@@ -102,16 +102,15 @@ def main(argv: list[str] | None = None) -> None:
 
     pin_one_core()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import pandas as pd
     import torch
     from peers import chemprop_python
+
+    from biomol_dl.io import read_table
 
     python = chemprop_python()
 
     torch.set_num_threads(1)
-    smiles = (
-        pd.read_csv(args.smiles_csv, dtype=str, keep_default_na=False)["input"].astype(str).tolist()
-    )
+    smiles = read_table(args.smiles_csv)["input"].tolist()
     smiles_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"featurize_speed_{os.getpid()}.txt"
     smiles_file.write_text("\n".join(smiles))
     times: dict[str, list[float]] = {"rdkit_parse": [], "biomol_dl_graph": [],
