@@ -21,10 +21,8 @@ AntiBERTy, which ESM tokenizers also accept.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from biomol_dl.hashing import sha256_file, sha256_manifest
 from biomol_dl.logutil import get
 
 log = get(__name__)
@@ -180,52 +179,13 @@ def _weight_files(folder: Path) -> list[Path]:
 
 # --- weights hash --------------------------------------------------------------------------------
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def _cache_file() -> Path:
-    return (
-        Path(os.environ.get("BIOMOL_DL_CACHE", Path.home() / ".cache" / "biomol_dl"))
-        / "sha256.json"
-    )
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, cached by (path, size, mtime) in memory and, best effort, on disk."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _HASHES:
-        return _HASHES[key]
-    disk_key = "|".join(map(str, key))
-    cache: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        cache = json.loads(_cache_file().read_text())
-    if disk_key not in cache:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        cache[disk_key] = digest.hexdigest()
-        # A read-only home or a race with another job only costs a re-hash next time.
-        with contextlib.suppress(OSError):
-            _cache_file().parent.mkdir(parents=True, exist_ok=True)
-            tmp = _cache_file().with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, indent=0))
-            tmp.replace(_cache_file())
-    _HASHES[key] = cache[disk_key]
-    return _HASHES[key]
-
 
 def weights_sha256(model_dir: str | Path) -> str:
     """sha256 of the weight file, or of the sorted "name sha256" lines when there are several."""
     files = _weight_files(Path(model_dir))
     if not files:
         raise PLMError(f"no weight files (*.safetensors, pytorch_model*.bin) in {model_dir}")
-    if len(files) == 1:
-        return file_sha256(files[0])
-    lines = "".join(f"{f.name} {file_sha256(f)}\n" for f in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return sha256_file(files[0]) if len(files) == 1 else sha256_manifest(files)
 
 
 # --- tokenizer -----------------------------------------------------------------------------------
@@ -539,17 +499,6 @@ def count_parameters(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
-
-
-def peak_memory_mb(device: Any = None) -> float:
-    """Peak memory of this job: CUDA allocator peak on a GPU, else the process's max RSS."""
-    import torch
-
-    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def checkpoint_report(model_pt: str | Path) -> tuple[dict, dict]:

@@ -21,7 +21,6 @@ match the pinned sha256 or the fetch fails.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -35,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from biomol_dl.hashing import copy_hashed, sha256_file
 from biomol_dl.io import DataError, read_raw_table
 from biomol_dl.logutil import get
 
@@ -45,15 +45,6 @@ DOWNLOAD_TIMEOUT_S = 60
 _EXTENSIONS = {"csv": "csv", "tsv": "tsv", "tab": "tsv", "fasta": "fasta", "fa": "fasta"}
 _FORMATS = ("csv", "tsv", "fasta")
 _READ_OPTIONS = ("header", "skip_rows", "columns")
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mirror_folders(mirror: str | Path | Iterable[str | Path] | None) -> list[Path]:
@@ -155,7 +146,7 @@ def fetch_dataset(
         path, provenance = _resolve(source, mirror=mirror, cache_dir=cache_dir)
         shutil.copyfile(path, out_raw)
     provenance.update(
-        format=fmt, raw=str(out_raw), raw_sha256=sha256_of(out_raw), bytes=out_raw.stat().st_size
+        format=fmt, raw=str(out_raw), raw_sha256=sha256_file(out_raw), bytes=out_raw.stat().st_size
     )
     out_provenance.parent.mkdir(parents=True, exist_ok=True)
     out_provenance.write_text(json.dumps(provenance, indent=2) + "\n")
@@ -224,7 +215,7 @@ def _resolve(source: dict, *, mirror: Any, cache_dir: Path) -> tuple[Path, dict[
     if member:
         path = _extract_member(path, str(member), record["sha256"], cache_dir, record["file"])
         record.update(
-            member=member, member_sha256=sha256_of(path), file=f"{record['file']}!{member}"
+            member=member, member_sha256=sha256_file(path), file=f"{record['file']}!{member}"
         )
     return path, record
 
@@ -316,7 +307,7 @@ def _resolve_url(source: dict, *, mirror: Any, cache_dir: Path) -> tuple[Path, d
 
     cached = cache_dir / expected / basename
     if cached.is_file():
-        actual = sha256_of(cached)
+        actual = sha256_file(cached)
         if actual != expected:
             raise DataError(
                 f"{cached}: sha256 mismatch for cached download of {url}: expected {expected}, "
@@ -336,13 +327,10 @@ def _download(url: str, target: Path, expected: str, mirror_relative: str, mirro
     log.info("downloading %s", url)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
+                actual = copy_hashed(response, out)
     except (urllib.error.URLError, OSError, ValueError) as err:
         tmp.unlink(missing_ok=True)
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
@@ -352,7 +340,6 @@ def _download(url: str, target: Path, expected: str, mirror_relative: str, mirro
             f"file at <mirror>/{mirror_relative} in a mirror folder (config `mirror` or "
             f"{MIRROR_ENV}=<folder>; consulted: {folders})"
         ) from None
-    actual = digest.hexdigest()
     if actual != expected:
         bad = target.with_name(target.name + ".sha256-mismatch")
         tmp.replace(bad)
@@ -364,7 +351,7 @@ def _download(url: str, target: Path, expected: str, mirror_relative: str, mirro
 
 def _verify(path: Path, expected: str | None, label: str) -> str:
     """The file's sha256; DataError when `expected` is given and differs."""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if expected and actual != str(expected).lower():
         raise DataError(f"{label}: sha256 mismatch: expected {expected}, got {actual}")
     return actual

@@ -881,7 +881,8 @@ def run_validation(
     when no valid row remains (the rejects and summary are still written, and the message says
     where, for diagnosis).
     """
-    from biomol_dl.sources import display_name, read_options, sha256_of, source_format
+    from biomol_dl.hashing import sha256_file
+    from biomol_dl.sources import display_name, read_options, source_format
 
     raw = Path(raw)
     origin = (
@@ -901,7 +902,7 @@ def run_validation(
         df.attrs.pop(LINES_ATTR, None)
     log.info("%s: %d rows, columns %s", name, len(df), list(df.columns))
     clean, rejects, summary = validate_table(df, spec, source_name=name)
-    summary["source"] = {"name": name, "file": str(raw), "format": fmt, "sha256": sha256_of(raw)}
+    summary["source"] = {"name": name, "file": str(raw), "format": fmt, "sha256": sha256_file(raw)}
     if origin:
         summary["source"].update(origin=origin.get("origin"), type=origin.get("type"))
 
