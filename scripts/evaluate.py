@@ -1,13 +1,14 @@
 """Rule `evaluate`: predictions.csv -> metrics.json (see biomol_dl.evaluate)."""
 
+from snakemake_job import job_from_snakemake
+
 from biomol_dl import logutil, tracking
 from biomol_dl.evaluate import run_evaluation
 
-logutil.configure(snakemake.log[0])
-with tracking.job_run(snakemake) as run:
-    result = run_evaluation(
-        snakemake.input.predictions, snakemake.params.task, snakemake.output.metrics
-    )
+job = job_from_snakemake(snakemake)
+logutil.configure(job.log_file)
+with tracking.job_run(job) as run:
+    result = run_evaluation(job.input["predictions"], job.params["task"], job.output["metrics"])
     run.log_metrics(
         {
             f"{split}_{name}": value
@@ -15,4 +16,4 @@ with tracking.job_run(snakemake) as run:
             for name, value in result.get(split, {}).get("mean", {}).items()
         }
     )
-    run.log_artifact(snakemake.output.metrics)
+    run.log_artifact(job.output["metrics"])

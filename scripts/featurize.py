@@ -1,14 +1,16 @@
 """Rule `featurize`: clean.csv -> results/{dataset}/featurize/{featurizer}.pt."""
 
 import torch
+from snakemake_job import job_from_snakemake
 
 from biomol_dl import logutil, tracking
 from biomol_dl.featurize import run_featurize
 
-logutil.configure(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
-with tracking.job_run(snakemake) as run:
+job = job_from_snakemake(snakemake)
+logutil.configure(job.log_file)
+torch.set_num_threads(job.threads)
+with tracking.job_run(job) as run:
     stats = run_featurize(
-        snakemake.input.clean, snakemake.params.spec, snakemake.output.features, snakemake.threads
+        job.input["clean"], job.params["spec"], job.output["features"], job.threads
     )
     run.log_metrics(stats)

@@ -7,27 +7,30 @@ download cache re-runs nothing.
 
 import sys
 
+from snakemake_job import job_from_snakemake
+
 from biomol_dl import logutil, tracking
 from biomol_dl.io import DataError
 from biomol_dl.sources import fetch_dataset
 
 DOWNLOAD_CACHE = "resources/downloads"
 
-log = logutil.configure(snakemake.log[0])
+job = job_from_snakemake(snakemake)
+log = logutil.configure(job.log_file)
 try:
-    with tracking.job_run(snakemake) as run:
+    with tracking.job_run(job) as run:
         provenance = fetch_dataset(
-            snakemake.config["datasets"][snakemake.wildcards.dataset]["source"],
-            snakemake.output.raw,
-            snakemake.output.provenance,
-            mirror=snakemake.config.get("mirror"),
+            job.config["datasets"][job.wildcards["dataset"]]["source"],
+            job.output["raw"],
+            job.output["provenance"],
+            mirror=job.config.get("mirror"),
             cache_dir=DOWNLOAD_CACHE,
         )
         run.set_tags(
             {"source.origin": provenance["origin"], "source.sha256": provenance["raw_sha256"]}
         )
         run.log_metrics({"bytes": provenance["bytes"]})
-        run.log_artifact(snakemake.output.provenance)
+        run.log_artifact(job.output["provenance"])
 except DataError as err:
     # Bad data is the user's to fix: one line, no traceback.
     log.error("%s", err)

@@ -1,16 +1,19 @@
 """Rule `report`: results/report/index.html for the whole run (see biomol_dl.report.html)."""
 
+from snakemake_job import job_from_snakemake
+
 from biomol_dl import logutil, tracking
 from biomol_dl.report.html import run_report
 
-logutil.configure(snakemake.log[0])
-with tracking.job_run(snakemake, wildcards={}) as run:
+job = job_from_snakemake(snakemake)
+logutil.configure(job.log_file)
+with tracking.job_run(job, wildcards={}) as run:
     run_report(
-        datasets=snakemake.params.layout,
-        out_html=snakemake.output.html,
+        datasets=job.params["layout"],
+        out_html=job.output["html"],
         links={
-            "summary.csv": snakemake.input.summary,
-            "summary_wide.csv": snakemake.input.summary_wide,
+            "summary.csv": job.input["summary"],
+            "summary_wide.csv": job.input["summary_wide"],
         },
-        title=snakemake.params.title,
+        title=job.params["title"],
     )

@@ -1,16 +1,20 @@
 """Rule `summary`: every metrics.json -> results/summary.csv and results/summary_wide.csv."""
 
+from snakemake_job import job_from_snakemake
+
 from biomol_dl import logutil, tracking
 from biomol_dl.summary import run_summary
 
-log = logutil.configure(snakemake.log[0])
-with tracking.job_run(snakemake, wildcards={}) as run:
+job = job_from_snakemake(snakemake)
+log = logutil.configure(job.log_file)
+metrics = list(job.input["metrics"])
+with tracking.job_run(job, wildcards={}) as run:
     table = run_summary(
-        snakemake.input.metrics,
-        snakemake.params.tasks,
-        snakemake.params.primary_metric,
-        snakemake.output.long,
-        snakemake.output.wide,
+        metrics,
+        job.params["tasks"],
+        job.params["primary_metric"],
+        job.output["long"],
+        job.output["wide"],
     )
-    log.info("summary of %d metrics files written", len(snakemake.input.metrics))
-    run.log_artifact(snakemake.output.wide)
+    log.info("summary of %d metrics files written", len(metrics))
+    run.log_artifact(job.output["wide"])

@@ -9,27 +9,24 @@ A rule without those named logs (only `log[0]`) still works; the copies are then
 
 import sys
 
+from snakemake_job import job_from_snakemake
+
 from biomol_dl import logutil, tracking
 from biomol_dl.io import DataError
 from biomol_dl.validate import run_validation
 
-
-def _named_log(name: str):
-    """snakemake.log.<name>, or None when the rule does not declare it."""
-    return getattr(snakemake.log, name, None) or None
-
-
-log = logutil.configure(_named_log("log") or snakemake.log[0])
-rejects_log, summary_log = _named_log("rejects"), _named_log("summary")
+job = job_from_snakemake(snakemake)
+log = logutil.configure(job.log_file)
+rejects_log, summary_log = job.log.get("rejects") or None, job.log.get("summary") or None
 try:
-    with tracking.job_run(snakemake) as run:
+    with tracking.job_run(job) as run:
         summary = run_validation(
-            snakemake.input.raw,
-            snakemake.params.spec,
-            snakemake.output.clean,
-            snakemake.output.rejects,
-            snakemake.output.summary,
-            provenance=getattr(snakemake.input, "provenance", None) or None,
+            job.input["raw"],
+            job.params["spec"],
+            job.output["clean"],
+            job.output["rejects"],
+            job.output["summary"],
+            provenance=job.input.get("provenance") or None,
             diagnostics=(rejects_log, summary_log) if rejects_log and summary_log else None,
         )
         run.log_metrics(
@@ -40,7 +37,7 @@ try:
                 **{f"rejected.{code}": n for code, n in summary["by_reason"].items()},
             }
         )
-        run.log_artifact(snakemake.output.summary)
+        run.log_artifact(job.output["summary"])
 except DataError as err:
     # Bad data is the user's to fix: one line, no traceback.
     log.error("%s", err)

@@ -103,22 +103,30 @@ def test_eight_jobs_on_a_fresh_store_without_workflow_start(workdir):
         assert len(c.get_metric_history(run.info.run_id, "val_loss")) == 3
 
 
-def test_job_tags_params_and_snakemake_object(workdir):
+def test_job_tags_params_and_snakemake_object(workdir, monkeypatch):
     from snakemake.iocontainers import Namedlist
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    from snakemake_job import job_from_snakemake
 
     start()
     Path("clean.csv").write_text("id,input\na,C\n")
     output = Namedlist(fromdict={"model": "model.pt", "history": "history.csv"})
     smk = SimpleNamespace(
         rule="train_mlp",
-        jobid=7,
         wildcards=Namedlist(fromdict={"dataset": "tiny_a", "model": "mlp", "seed": "0"}),
         params=Namedlist(fromdict={"model": {"params": {"lr": 0.01, "hidden": [8]}}}),
         input=Namedlist(fromdict={"clean": "clean.csv"}),
         output=output,
+        log=Namedlist(fromdict={"log": "train.log"}),
+        threads=1,
+        resources=Namedlist(fromdict={"_cores": 1, "mem_mb": 100}),
+        config={},
     )
+    job = job_from_snakemake(smk)
+    assert job.log_file == "train.log" and job.resources == {"mem_mb": 100}
     os.environ["SLURM_JOB_ID"] = "4242"
-    with tracking.job_run(smk) as run:
+    with tracking.job_run(job) as run:
         Path("model.pt").write_bytes(b"weights")
         Path("history.csv").write_text("epoch\n0\n")
         run.log_metrics({"val_rmse": 0.5, "skipped": None}, step=3)
@@ -128,7 +136,7 @@ def test_job_tags_params_and_snakemake_object(workdir):
     assert got.info.run_name == "train_mlp dataset=tiny_a model=mlp seed=0"
     assert got.info.status == "FINISHED"
     assert tags["rule"] == "train_mlp" and tags["wildcard.seed"] == "0"
-    assert tags["snakemake_job_id"] == "7" and tags["slurm_job_id"] == "4242"
+    assert tags["slurm_job_id"] == "4242"
     assert tags["biomol_dl.host"] == socket.gethostname()
     assert tags["config_hash"] not in ("", "unknown")
     assert "mlflow.source.git.commit" in tags and tags["git_dirty"] in {"true", "false", "unknown"}

@@ -133,6 +133,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from biomol_dl.job import Job
+
 logger = logging.getLogger("biomol_dl.tracking")
 
 DEFAULT_URI = "sqlite:///results/mlflow/mlflow.db"
@@ -591,36 +593,30 @@ def _key(name: Any) -> str:
     return key
 
 
-def _names(smk: Any, attr: str) -> dict[str, Any]:
-    obj = getattr(smk, attr, None)
-    if obj is None:
-        return {}
-    items = dict(obj.items()) if hasattr(obj, "items") else {}
-    return {k: v for k, v in items.items() if not str(k).startswith("_")}
-
-
 def _files(obj: Any) -> dict[str, str | list[str]]:
-    """Named files of a Snakemake input/output (unnamed ones by position), a mapping or a list."""
+    """Named files: {name: path or [paths]}, a list of paths (keyed by position) or one path."""
     if obj is None:
         return {}
     if isinstance(obj, (str, os.PathLike)):
         return {"0": str(obj)}
-    if isinstance(obj, Mapping):
-        items = list(obj.items())
-    elif hasattr(obj, "_allitems"):
-        items = list(obj._allitems())
-    else:
-        items = [(None, v) for v in obj]
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj)
     out: dict[str, str | list[str]] = {}
-    for position, (name, value) in enumerate(items):
-        if name is not None and str(name).startswith("_"):
+    for name, value in items:
+        if str(name).startswith("_"):
             continue
-        name = str(position) if name is None else str(name)
         if isinstance(value, (str, os.PathLike)):
-            out[name] = str(value)
+            out[str(name)] = str(value)
         else:
-            out[name] = [str(v) for v in value]
+            out[str(name)] = [str(v) for v in value]
     return out
+
+
+def _legacy_job(obj: Any) -> Job:
+    """TEMPORARY: a rule script that still passes its snakemake-like object (until every script
+    calls job_from_snakemake itself); converted by the adapter beside the rule scripts."""
+    from snakemake_job import job_from_snakemake
+
+    return job_from_snakemake(obj)
 
 
 def _each_file(files: Mapping[str, str | list[str]]) -> Iterator[tuple[str, str]]:
@@ -912,7 +908,7 @@ def _parent_for(experiment: str) -> str | None:
 
 @contextmanager
 def job_run(
-    smk: Any = None,
+    job: Job | None = None,
     *,
     rule: str | None = None,
     wildcards: Mapping[str, Any] | None = None,
@@ -923,24 +919,27 @@ def job_run(
 ) -> Iterator[JobRun]:
     """Open a child run for one job; FINISHED, FAILED (body raised) or KILLED (SIGTERM) at exit.
 
-    smk: the Snakemake `snakemake` object; rule, wildcards, params, inputs and outputs are read
-      from it unless given. inputs / outputs: Snakemake Namedlists, {name: path or [paths]} or a
-      list of paths. experiment: overrides `<prefix>/<dataset wildcard>`.
+    job: the plain `biomol_dl.job.Job` a rule script made with `job_from_snakemake`; rule,
+      wildcards, params, inputs and outputs are read from it unless given. inputs / outputs:
+      {name: path or [paths]}, a list of paths or one path. experiment: overrides
+      `<prefix>/<dataset wildcard>`.
     Spool mode (BIOMOL_DL_SPOOL set by workflow_start) writes a spool file; live mode raises
     TrackingUnavailable before the body runs when the store cannot be used. A job that outlives
     its Snakemake main process ends KILLED + orphaned (the watchdog stops it on the same host).
     """
-    rule = rule or getattr(smk, "rule", None) or "job"
-    wildcards = dict(wildcards if wildcards is not None else _names(smk, "wildcards"))
-    params = dict(params if params is not None else _names(smk, "params"))
-    in_files = _files(inputs if inputs is not None else getattr(smk, "input", None))
-    out_files = _files(outputs if outputs is not None else getattr(smk, "output", None))
+    if job is not None and not isinstance(job, Job):
+        job = _legacy_job(job)
+    rule = rule or (job.rule if job else None) or "job"
+    wildcards = dict(wildcards if wildcards is not None else (job.wildcards if job else {}))
+    params = dict(params if params is not None else (job.params if job else {}))
+    in_files = _files(inputs if inputs is not None else (job.input if job else None))
+    out_files = _files(outputs if outputs is not None else (job.output if job else None))
     if not enabled():
         yield JobRun()
         return
 
     exp_name = experiment or experiment_name(wildcards.get("dataset"))
-    tags = _job_tags(smk, rule, wildcards, exp_name)
+    tags = _job_tags(rule, wildcards, exp_name)
     spool = os.environ.get(ENV_SPOOL)
     if spool:
         sink: Any = _SpoolSink(Path(spool), exp_name, _run_name(rule, wildcards), tags)
@@ -1000,7 +999,7 @@ def _orphan_reason(run: JobRun) -> str | None:
     )
 
 
-def _job_tags(smk: Any, rule: str, wildcards: Mapping[str, Any], exp_name: str) -> dict[str, str]:
+def _job_tags(rule: str, wildcards: Mapping[str, Any], exp_name: str) -> dict[str, str]:
     tags: dict[str, Any] = {
         TAG_KIND: "job",
         "rule": rule,
@@ -1010,8 +1009,6 @@ def _job_tags(smk: Any, rule: str, wildcards: Mapping[str, Any], exp_name: str) 
         "biomol_dl.workdir": os.getcwd(),
         "config_hash": os.environ.get(ENV_CONFIG_HASH, "unknown"),
     }
-    if getattr(smk, "jobid", None) is not None:  # Snakemake 9 does not give it to scripts
-        tags["snakemake_job_id"] = smk.jobid
     commit, dirty = os.environ.get(ENV_GIT_COMMIT), os.environ.get(ENV_GIT_DIRTY)
     if commit is None:
         commit, dirty = git_state()
