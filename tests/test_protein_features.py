@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from biomol_dl.features import build_featurizer
-from biomol_dl.features.protein import (
-    AMINO_ACIDS,
-    AminoAcidTokenFeaturizer,
-    KmerFeaturizer,
-    OneHotFeaturizer,
+from biomol_dl.batching import (
     TokenExamples,
+    collate_tokens,
+    pad_ids,
+    padding_mask,
     plan_batches,
     token_loader,
 )
+from biomol_dl.features import build_featurizer
+from biomol_dl.features.protein import (
+    AminoAcidTokenFeaturizer,
+    KmerFeaturizer,
+    OneHotFeaturizer,
+)
+from biomol_dl.residues import STANDARD as AMINO_ACIDS
 
 SEQS = ["MKTAYIAKQR", "GSHM", "EVQLVESGGGLVQPGGSLRL", "ACDEFGHIKLMNPQRSTVWYX"]
 
@@ -131,3 +136,40 @@ def test_token_loader_pads_and_masks():
     assert batch["tokens"].shape == (2, 22) and batch["tokens"].dtype == torch.long
     assert batch["mask"].sum(1).tolist() == [5, 22]
     assert batch["y"].squeeze(1).tolist() == [1.0, 3.0]
+
+
+def test_padding_matches_the_explicit_loop():
+    rows = [[3, 1, 4], [1], [], [5, 9, 2, 6]]
+    for dtype in (torch.uint8, torch.int16, torch.long):
+        got = pad_ids(rows, 7, dtype)
+        want = torch.full((4, 4), 7, dtype=dtype)
+        for i, r in enumerate(rows):
+            want[i, : len(r)] = torch.tensor(r, dtype=dtype)
+        assert got.dtype == dtype and torch.equal(got, want)
+    assert pad_ids([], 0, torch.uint8).shape == (0, 0)
+    mask = padding_mask([3, 1, 0, 4], 4)
+    assert mask.dtype == torch.bool and mask.sum(1).tolist() == [3, 1, 0, 4]
+    examples = [{"ids": torch.tensor(r, dtype=torch.int16), "y": torch.zeros(1)} for r in rows]
+    batch = collate_tokens(examples, "ids", 7)
+    assert batch["ids"].dtype == torch.long and torch.equal(batch["ids"], pad_ids(rows, 7))
+    assert torch.equal(batch["mask"], mask) and batch["y"].shape == (4, 1)
+
+
+def test_no_import_cycle_between_featurizers_and_plm():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "scripts" / "biomol_dl"
+
+    def imports(path):
+        tree = ast.parse(path.read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        return names
+
+    assert not any(n.startswith("biomol_dl.features") for n in imports(root / "plm.py"))
+    batching = imports(root / "batching.py")
+    assert not any(n.startswith(("biomol_dl.features", "biomol_dl.plm")) for n in batching)

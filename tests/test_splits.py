@@ -543,17 +543,17 @@ def test_duplicate_ids_are_an_error():
 
 DRIVER = """
 import runpy, sys
-class NS(dict):
-    __getattr__ = dict.__getitem__
+from types import SimpleNamespace as NS
+from snakemake.iocontainers import Namedlist as NL
 d = sys.argv[1]
 snakemake = NS(
-    input=NS(clean=d + "/clean.csv"),
-    output=NS(split=d + "/seed0.csv", info=d + "/seed0.json"),
-    params=NS(split={"strategy": sys.argv[2]}, kind="smiles", task="regression",
-              label_columns=["label"]),
-    wildcards=NS(dataset="tiny", seed="0"),
-    log=[d + "/split.log"],
-    rule="split",
+    input=NL(fromdict={"clean": d + "/clean.csv"}),
+    output=NL(fromdict={"split": d + "/seed0.csv", "info": d + "/seed0.json"}),
+    params=NL(fromdict={"split": {"strategy": sys.argv[2]}, "kind": "smiles",
+                        "task": "regression", "label_columns": ["label"]}),
+    wildcards=NL(fromdict={"dataset": "tiny", "seed": "0"}),
+    log=NL([d + "/split.log"]),
+    rule="split", threads=1, resources=NL(), config={},
 )
 runpy.run_path(sys.argv[3], init_globals={"snakemake": snakemake}, run_name="__main__")
 """

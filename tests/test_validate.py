@@ -347,7 +347,7 @@ def test_rule_script_reports_data_error_as_one_line(tmp_path, named_logs):
             output=NL(fromdict={{"clean": out + "/c.csv", "rejects": out + "/r.csv",
                                  "summary": out + "/s.json"}}),
             params=NL(fromdict={{"spec": spec}}), wildcards=NL(fromdict={{"dataset": "broken"}}),
-            log={log_list}, rule="validate",
+            log={log_list}, rule="validate", threads=1, resources=NL(), config={{}},
         )
         runpy.run_path({str(ROOT / "scripts" / "validate.py")!r}, init_globals={{"snakemake": smk}})
     """)

@@ -33,6 +33,7 @@ import numpy as np
 
 from biomol_dl.hashing import sha256_file, sha256_manifest
 from biomol_dl.logutil import get
+from biomol_dl.residues import STANDARD as STANDARD_RESIDUES
 
 log = get(__name__)
 
@@ -206,13 +207,11 @@ def load_tokenizer(resolved: ResolvedModel) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(
                 str(resolved.tokenizer_dir), local_files_only=True
             )
-    ids = tokenizer(" ".join("ACDEFGHIKLMNPQRSTVWY"), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(" ".join(STANDARD_RESIDUES), add_special_tokens=False)["input_ids"]
     unknown = [
-        aa
-        for aa, i in zip("ACDEFGHIKLMNPQRSTVWY", ids, strict=False)
-        if i == tokenizer.unk_token_id
+        aa for aa, i in zip(STANDARD_RESIDUES, ids, strict=False) if i == tokenizer.unk_token_id
     ]
-    if len(ids) != 20 or unknown:
+    if len(ids) != len(STANDARD_RESIDUES) or unknown:
         raise PLMError(
             f"the tokenizer of pretrained model {resolved.spec} does not map the 20 amino acids to "
             f"one token each (unknown: {''.join(unknown) or '-'}, {len(ids)} tokens); is it a "
@@ -396,7 +395,7 @@ def embed_sequences(
 
     import torch
 
-    from biomol_dl.features.protein import collate_tokens, plan_batches
+    from biomol_dl.batching import collate_tokens, plan_batches
 
     encoded = tokenize(tokenizer, sequences)
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
@@ -496,9 +495,15 @@ def apply_lora(
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts of any module (e.g. a LoRA encoder plus its head).
+
+    PEFT's count, which also counts a 4-bit bitsandbytes weight by the values it packs (twice its
+    storage elements); without 4-bit layers it is the plain sum of `numel()`.
+    """
+    from peft import PeftModel
+
+    # get_nb_trainable_parameters only walks self.named_parameters(), so it serves any module.
+    return PeftModel.get_nb_trainable_parameters(model)
 
 
 def checkpoint_report(model_pt: str | Path) -> tuple[dict, dict]:

@@ -75,12 +75,13 @@ import pandas as pd
 
 from biomol_dl import logutil
 from biomol_dl.io import DataError, read_table
+from biomol_dl.metrics import CLASSIFICATION_TASKS
+from biomol_dl.residues import UNKNOWN
 
 log = logutil.get(__name__)
 
 PARTITIONS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
-CLASSIFICATION_TASKS = ("binary", "multiclass", "multitask_binary")
 DEFAULT_VALUES = {
     "train": "train",
     "val": "val",
@@ -639,7 +640,7 @@ def _identity_matrix(sequences: list[str]) -> np.ndarray:
     aligner = identity_aligner()
     alphabet = set(aligner.substitution_matrix.alphabet)
     # Letters BLOSUM62 lacks (U, O, lower case) are scored as the unknown residue X.
-    seqs = ["".join(c if c in alphabet else "X" for c in s.upper()) for s in sequences]
+    seqs = ["".join(c if c in alphabet else UNKNOWN for c in s.upper()) for s in sequences]
     log.info(
         "identity metric: %d pairwise alignments (estimated %.0f s)", n * (n - 1) // 2, seconds
     )

@@ -89,13 +89,13 @@ import pandas as pd
 
 from biomol_dl.io import LINES_ATTR, DataError, is_missing, read_raw_table
 from biomol_dl.logutil import get
+from biomol_dl.metrics import TASKS
+from biomol_dl.residues import AMBIGUOUS as AMBIGUOUS_RESIDUES
+from biomol_dl.residues import STANDARD as STANDARD_RESIDUES
 
 log = get("biomol_dl.validate")
 
 PROGRESS_EVERY = 2000
-STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
-AMBIGUOUS_RESIDUES = "XBZJUO"
-TASKS = ("regression", "binary", "multiclass", "multitask_binary")
 DUPLICATE_POLICIES = ("mean", "drop_conflicts", "first", "keep")
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "smiles": {"strip_whitespace": True, "largest_fragment": False, "canonical": True},

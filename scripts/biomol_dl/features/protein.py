@@ -1,4 +1,4 @@
-"""Protein sequence featurizers, and the padded, length-bucketed batching the sequence models share.
+"""Protein sequence featurizers.
 
 For the protein models (cnn, seq_transformer, plm_frozen, plm_lora) and the RF/MLP baselines:
 
@@ -18,19 +18,25 @@ featurize rule records in MLflow. A character outside the alphabet raises, namin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
+# Batching lives in biomol_dl.batching; LOADER_KEYS, TokenExamples and token_loader stay
+# importable from here for models/ and config.py until they import biomol_dl.batching.
+from biomol_dl.batching import (  # noqa: F401
+    LOADER_KEYS,
+    TokenExamples,
+    pad_ids,
+    padding_mask,
+    token_loader,
+)
 from biomol_dl.logutil import get
+from biomol_dl.residues import NONSTANDARD, UNKNOWN
+from biomol_dl.residues import STANDARD as AMINO_ACIDS
 
 log = get(__name__)
 
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-# Ambiguous / rare residue codes that validation may let through; they become the unknown residue.
-NONSTANDARD = "BZJUO"
-UNKNOWN = "X"
 LENGTH_POLICIES = ("truncate", "crop_center", "reject")
 
 
@@ -135,11 +141,9 @@ class _ResidueTokens:
         )
         encoded = [self.encode(s) for s in clipped]
         lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
-        width = int(lengths.max()) if len(encoded) else 0
-        tokens = torch.full((len(encoded), width), self.pad_index, dtype=torch.uint8)
-        for i, ids in enumerate(encoded):
-            tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.uint8)
-        mask = torch.arange(width)[None, :] < lengths[:, None]
+        tokens = pad_ids(encoded, self.pad_index, torch.uint8)
+        width = tokens.shape[1]
+        mask = padding_mask(lengths, width)
         if n_nonstandard:
             log.info(
                 "%s: %d nonstandard residue codes (%s) encoded as %s",
@@ -308,11 +312,9 @@ class PLMTokenFeaturizer:
         clipped, n_truncated = clip_sequences(inputs, max_length, self.length_policy, "plm_tokens")
         encoded = plm.tokenize(tokenizer, clipped)
         lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
-        width = int(lengths.max()) if encoded else 0
         dtype = torch.int16 if len(tokenizer) < 2**15 else torch.int32
-        ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=dtype)
-        for i, e in enumerate(encoded):
-            ids[i, : len(e)] = torch.tensor(e, dtype=dtype)
+        ids = pad_ids(encoded, tokenizer.pad_token_id, dtype)
+        width = ids.shape[1]
         n_unknown = (
             int((ids == tokenizer.unk_token_id).sum()) if tokenizer.unk_token_id is not None else 0
         )
@@ -331,7 +333,7 @@ class PLMTokenFeaturizer:
         )
         return {
             "input_ids": ids,
-            "attention_mask": torch.arange(width)[None, :] < lengths[:, None],
+            "attention_mask": padding_mask(lengths, width),
             "lengths": lengths,
             "pad_token_id": int(tokenizer.pad_token_id),
             "special_ids": sorted(int(t) for t in tokenizer.all_special_ids),
@@ -418,163 +420,7 @@ class PLMEmbeddingFeaturizer:
         }
 
 
-# --- batching variable-length token sequences (cnn, seq_transformer, plm_lora) -------------------
-
-
-class TokenExamples:
-    """Examples `{ids_key: 1-D ids, "y": [T]}` of a padded token table, index i = clean row i."""
-
-    def __init__(self, ids: Any, lengths: Any, y: np.ndarray, ids_key: str = "tokens"):
-        import torch
-
-        self.ids, self.lengths, self.ids_key = ids, torch.as_tensor(lengths), ids_key
-        self.y = torch.as_tensor(np.asarray(y, dtype=np.float32))
-        if len(self.y) != len(self.ids):
-            raise ValueError(f"{len(self.y)} label rows for {len(self.ids)} token rows")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {self.ids_key: self.ids[i, : int(self.lengths[i])], "y": self.y[i]}
-
-
-def plan_batches(
-    lengths: Sequence[int],
-    *,
-    batch_size: int,
-    max_tokens: int | None = None,
-    shuffle: bool,
-    seed: int = 0,
-    bucket_batches: int = 50,
-) -> list[list[int]]:
-    """Group example positions into batches.
-
-    Training (`shuffle`): a seeded permutation is cut into buckets of `bucket_batches` batches,
-    sorted by length inside each bucket (so a batch holds similar lengths and little padding) and
-    the batch order shuffled. Evaluation keeps the input order so predictions line up with rows.
-    A batch is closed at `batch_size` examples or when its padded size would pass `max_tokens`.
-    """
-    n = len(lengths)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    rng = np.random.default_rng(int(seed))
-    order = np.arange(n)
-    if shuffle and n:
-        order = rng.permutation(n)
-        n_buckets = max(1, -(-n // max(1, batch_size * bucket_batches)))
-        order = np.concatenate(
-            [
-                chunk[np.argsort(-lengths[chunk], kind="stable")]
-                for chunk in np.array_split(order, n_buckets)
-            ]
-        )
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order.tolist():
-        longest_if_added = max(longest, int(lengths[i]))
-        full = len(current) >= batch_size or (
-            max_tokens is not None and (len(current) + 1) * longest_if_added > max_tokens
-        )
-        if current and full:
-            batches.append(current)
-            current, longest_if_added = [], int(lengths[i])
-        current.append(i)
-        longest = longest_if_added
-    if current:
-        batches.append(current)
-    if shuffle:
-        batches = [batches[j] for j in rng.permutation(len(batches))]
-    return batches
-
-
-def collate_tokens(examples: list[dict], ids_key: str, pad_id: int, mask_key: str = "mask") -> dict:
-    """Pad a list of examples into `{ids_key: [B, L] long, mask_key: [B, L] bool, "y": [B, T]}`."""
-    import torch
-
-    lengths = [len(ex[ids_key]) for ex in examples]
-    width = max(lengths)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    for row, ex in enumerate(examples):
-        ids[row, : lengths[row]] = ex[ids_key].long()
-    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    return {ids_key: ids, mask_key: mask, "y": torch.stack([ex["y"] for ex in examples])}
-
-
-class BucketLoader:
-    """Re-iterable batches planned once from the seed (the loop builds one loader per epoch with
-    `seed * 1000 + epoch`, so the order depends only on (seed, epoch) and a resumed run repeats it).
-    """
-
-    def __init__(
-        self,
-        examples: Sequence[dict],
-        collate: Callable[[list[dict]], dict],
-        *,
-        lengths: Sequence[int],
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        max_tokens: int | None = None,
-        bucket_batches: int = 50,
-    ):
-        self.examples, self.collate = examples, collate
-        self.batches = plan_batches(
-            lengths,
-            batch_size=int(batch_size),
-            max_tokens=max_tokens,
-            shuffle=shuffle,
-            seed=seed,
-            bucket_batches=bucket_batches,
-        )
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        for batch in self.batches:
-            yield self.collate([self.examples[i] for i in batch])
-
-
-def token_loader(
-    examples: Sequence[dict],
-    *,
-    ids_key: str,
-    pad_id: int,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    params: dict,
-    mask_key: str = "mask",
-) -> BucketLoader:
-    """A `BucketLoader` over token examples.
-
-    params (all optional): max_tokens, bucket_batches, pin_memory (train_job sets it on CUDA so
-    the copy to the GPU can overlap compute).
-    """
-    lengths = [len(examples[i][ids_key]) for i in range(len(examples))]
-    pin = bool(params.get("pin_memory", False))
-
-    def collate(batch: list[dict]) -> dict:
-        out = collate_tokens(batch, ids_key, pad_id, mask_key)
-        return {k: v.pin_memory() for k, v in out.items()} if pin else out
-
-    return BucketLoader(
-        examples,
-        collate,
-        lengths=lengths,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        max_tokens=params.get("max_tokens"),
-        bucket_batches=int(params.get("bucket_batches", 50)),
-    )
-
-
 # --- params and inputs of the sequence model families --------------------------------------------
-
-# params every token family takes (batching), and what train_job adds
-LOADER_KEYS = {"max_tokens", "bucket_batches", "n_classes", "pin_memory"}
 
 
 def settings(family: str, defaults: dict, params: dict) -> dict:

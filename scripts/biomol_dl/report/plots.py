@@ -483,7 +483,7 @@ def run_model_plots(
         add("parity", parity_figure(test["y_true"], test["y_pred"], label=label, title=title),
             f"Predicted vs measured {label} on the {n_test} test examples ({which}). Dashed: "
             "the identity line; RMSE and R² of this seed in the legend.")  # fmt: skip
-    elif task in ("binary", "multitask_binary"):
+    elif task in M.BINARY_TASKS:
         tasks = [(str(name), rows["y_true"].to_numpy().astype(int), rows["y_pred"].to_numpy())
                  for name, rows in test.groupby("task", sort=False)]  # fmt: skip
         per_task = "one panel per task, " if 1 < len(tasks) <= MAX_PANELS else ""
