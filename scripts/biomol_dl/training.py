@@ -8,11 +8,17 @@ For the model-family authors and for `train_job.run_training`, which is the usua
     probs = predict(model, full_loader, task=task, target_scaler=result.target_scaler)
 
 What `fit` does, top to bottom: AdamW (no weight decay on biases and norm weights); a learning
-rate that warms up linearly then follows a cosine / plateau / constant schedule (set per optimizer
-step); masked losses so NaN labels (missing multitask labels) contribute neither loss nor
+rate that warms up linearly then follows a cosine / exponential / plateau / constant schedule
+(a torch LambdaLR, stepped per optimizer step); masked losses so NaN labels (missing multitask labels) contribute neither loss nor
 gradient; regression targets standardized per task with mean / sd of the TRAIN rows; optional
 class weights from the train labels; gradient accumulation and clipping; mixed precision on CUDA
 only; early stopping on the validation metric with the best weights restored at the end.
+
+`fit` is a short driver; read it first. Its parts, in the order an epoch runs them:
+`_train_epoch` (`_backward` per micro-batch, `_optimizer_step`), `_validate` (`_evaluate`, under
+torch.no_grad in eval mode, then `metrics.evaluate_metric`), `_early_stopping` (and the plateau
+rule of `_LrFactor`), `_end_epoch` (the history row; the scheduler moves to the next epoch),
+`_checkpoint`. What changes as it runs is a `_LoopState`; what is set up once is a `_Run`.
 
 Batches are dict-like (a dict of tensors or a torch_geometric Batch) with `batch["y"]`: a float
 tensor [B, T], NaN = missing (multiclass: the class index as a float, T = 1). `model(batch)`
@@ -22,7 +28,7 @@ Reproducibility and resume: one seed sets python / numpy / torch; the training b
 `e` come from `train_data(e)` and must depend only on (seed, e) (train_job seeds the family's
 loader with `seed * 1000 + e`), never on a generator carried from epoch to epoch, so there is no
 loader state to save. With a `resume_dir`, the complete training state (weights, optimizer,
-schedule, grad scaler, early-stopping state, history, RNG states) is written atomically to
+scheduler state_dict, grad scaler, loop state, RNG states) is written atomically to
 `resume_dir/last.pt` at the end of every epoch (and mid-epoch on SIGTERM); a later call with the
 same hyperparameter fingerprint continues from it and finishes with exactly the metrics of an
 uninterrupted CPU run. SIGTERM (SLURM preemption or time limit) stops after the next optimizer
@@ -54,23 +60,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from biomol_dl.metrics import DEFAULT_METRIC, TASKS, VALIDATION_METRICS, better, evaluate_metric
+
 log = logging.getLogger("biomol_dl.training")
 
-TASKS = ("regression", "binary", "multiclass", "multitask_binary")
 SCHEDULES = ("cosine", "exponential", "plateau", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-# Which validation metrics make sense for which task; the first is the default ("auto").
-TASK_METRICS = {
-    "regression": ("rmse", "loss"),
-    "binary": ("roc_auc", "accuracy", "mcc", "loss"),
-    "multitask_binary": ("roc_auc", "loss"),
-    "multiclass": ("accuracy", "mcc", "loss"),
-}
-LOWER_IS_BETTER = {"rmse", "loss"}
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what SLURM and shells expect from a terminated job
 RESUME_FILE = "last.pt"
-RESUME_FORMAT = "biomol_dl.resume/1"
+RESUME_FORMAT = "biomol_dl.resume/2"  # /2: the schedule is a torch LambdaLR
 
 
 class Preempted(SystemExit):
@@ -164,7 +163,7 @@ class TrainConfig:
             ("schedule", SCHEDULES),
             ("device", DEVICES),
             ("precision", PRECISIONS),
-            ("metric", ("auto", *sorted({m for ms in TASK_METRICS.values() for m in ms}))),
+            ("metric", ("auto", *sorted({m for ms in VALIDATION_METRICS.values() for m in ms}))),
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"must be one of {', '.join(allowed)}")
@@ -432,89 +431,20 @@ def _check_labels(task: str, y: np.ndarray) -> None:
         raise ValueError("a regression label column has no finite value in the train rows")
 
 
-def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic (ties count half); needs both classes."""
-    ranks = _average_ranks(score)
-    pos = y_true == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    # 1-based ranks, tied values share the mean of their positions
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_x)) + 1]
-    ends = np.r_[starts[1:], len(x)]
-    mean_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(x))
-    ranks[order] = np.repeat(mean_rank, ends - starts)
-    return ranks
-
-
-def mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Matthews correlation for binary or multiclass labels (0 when undefined, like sklearn)."""
-    classes, t = np.unique(np.r_[y_true, y_pred], return_inverse=True)
-    k = len(classes)
-    cm = np.bincount(t[: len(y_true)] * k + t[len(y_true) :], minlength=k * k).reshape(k, k)
-    cm = cm.astype(np.float64)
-    n, correct = cm.sum(), np.trace(cm)
-    p_true, p_pred = cm.sum(axis=1), cm.sum(axis=0)
-    cov = correct * n - p_true @ p_pred
-    denom = np.sqrt((n * n - p_pred @ p_pred) * (n * n - p_true @ p_true))
-    return float(cov / denom) if denom > 0 else 0.0
-
-
-def evaluate_metric(task: str, metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
-    """The validation metric on de-standardized predictions / probabilities (None if undefined).
-
-    rmse: mean over tasks of the per-task RMSE; roc_auc: mean over tasks with both classes;
-    accuracy / mcc: multiclass argmax, binary threshold 0.5. (numpy only: importing
-    scikit-learn would cost every training job a second for two formulas.)
-    """
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    if y_true.size == 0:
-        return None
-    if task == "multiclass":
-        mask = np.isfinite(y_true[:, 0])
-        if not mask.any():
-            return None
-        t, p = y_true[mask, 0].astype(int), y_pred[mask].argmax(axis=1)
-        if metric == "accuracy":
-            return float((t == p).mean())
-        return mcc(t, p) if metric == "mcc" else None
-    values = []
-    for j in range(y_true.shape[1]):
-        mask = np.isfinite(y_true[:, j])
-        t, p = y_true[mask, j], y_pred[mask, j]
-        if t.size == 0:
-            continue
-        if metric == "rmse":
-            values.append(float(np.sqrt(np.mean((t - p) ** 2))))
-        elif metric == "roc_auc" and 0 < t.sum() < t.size:
-            values.append(roc_auc(t, p))
-        elif metric == "accuracy":
-            values.append(float((t == (p >= 0.5)).mean()))
-        elif metric == "mcc":
-            values.append(mcc(t.astype(int), (p >= 0.5).astype(int)))
-    return float(np.mean(values)) if values else None
-
-
 def _resolve_metric(task: str, metric: str) -> str:
     if task not in TASKS:
         raise ValueError(f"task {task!r}: must be one of {', '.join(TASKS)}")
     if metric == "auto":
-        return TASK_METRICS[task][0]
-    if metric not in TASK_METRICS[task]:
+        return DEFAULT_METRIC[task]
+    if metric not in VALIDATION_METRICS[task]:
         raise ValueError(
-            f"metric {metric!r} does not apply to {task}; use one of {TASK_METRICS[task]}"
+            f"metric {metric!r} does not apply to {task}; use one of {VALIDATION_METRICS[task]}"
         )
     return metric
 
 
 @torch.no_grad()
-def _run_eval(model, loader, loss_fn, device, precision):
+def _evaluate(model, loader, loss_fn, device, precision):
     """Raw outputs, labels and mean loss over a loader, with the model in eval mode."""
     model.eval()
     outs, ys = [], []
@@ -710,12 +640,95 @@ def training_state(model: torch.nn.Module, parameters: Iterable | None = None) -
     return _state_dict(model, _training_keys(model, params))
 
 
-def _is_better(metric: str, value: float, best: float | None) -> bool:
-    if value is None or not math.isfinite(value):
-        return False
-    if best is None:
+class _LrFactor:
+    """The learning rate of optimizer step `step` as a factor of lr: `_lr_factor` (warmup, then
+    the schedule) times the plateau scale. The `lr_lambda` of the LambdaLR that sets the rate, so
+    its attributes (plain values) travel in the scheduler's state_dict.
+
+    Plateau: halve the scale when the validation metric has not improved for `patience` epochs
+    (max(1, patience // 3)), down to 1/1000. This is torch's ReduceLROnPlateau(factor=0.5,
+    patience=p - 1, threshold=0, min_lr=lr / 1000) decision for decision, but that one rescales
+    the optimizer's rate in place, where the per-step warmup of the LambdaLR would overwrite it;
+    so here the scale is a factor of the lambda.
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.epochs, self.warmup_epochs = cfg.epochs, cfg.warmup_epochs
+        self.schedule, self.final_lr_ratio = cfg.schedule, cfg.final_lr_ratio
+        self.steps_per_epoch = steps_per_epoch
+        self.scale = 1.0
+        self.patience = max(1, cfg.patience // 3)
+        self.bad_epochs = 0
+
+    def __call__(self, step: int) -> float:
+        return _lr_factor(self, step, self.steps_per_epoch) * self.scale
+
+    def epoch_end(self, improved: bool) -> bool:
+        """Count an epoch for the plateau rule; True when the scale was lowered."""
+        if improved:
+            self.bad_epochs = 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs < self.patience or self.scale <= 1e-3:
+            return False
+        self.scale = max(1e-3, self.scale * 0.5)
+        self.bad_epochs = 0
         return True
-    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+@dataclass
+class _LoopState:
+    """What changes as training runs, apart from weights, optimizer and schedule: `loop` in last.pt."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # micro-batches done in the running epoch (mid-epoch checkpoint only)
+    step_in_epoch: int = 0  # optimizer steps done in the running epoch
+    loss_sum: float = 0.0  # the running epoch's train loss: sum and count of labelled entries
+    loss_count: float = 0.0
+    epoch_examples: int = 0
+    epoch_seconds: float = 0.0  # time spent on the running epoch before a mid-epoch checkpoint
+    history: list[dict] = field(default_factory=list)
+    best_metric: float | None = None  # early stopping: the best watched value, its epoch, weights
+    best_epoch: int = 0
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    monitor: str | None = None  # the history column early stopping watches, set at epoch 1
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def next_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batch = self.step_in_epoch = self.epoch_examples = 0
+        self.loss_sum = self.loss_count = self.epoch_seconds = 0.0
+
+
+@dataclass
+class _Run:
+    """What one `fit` call sets up once and its parts share; none of it is saved."""
+
+    model: torch.nn.Module
+    task: str
+    metric: str
+    cfg: TrainConfig
+    y_train: np.ndarray
+    target_scaler: TargetScaler
+    device: torch.device
+    precision: str
+    params: list  # what the optimizer updates
+    keys: set[str] | None  # the state-dict keys that training changes (None = all)
+    optimizer: torch.optim.Optimizer
+    grad_scaler: torch.amp.GradScaler
+    loss_fn: _Loss
+    fingerprint: dict
+    ckpt_path: Path | None
+    # the LambdaLR over _LrFactor, made when the first loader tells the steps per epoch
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    lr_factor: _LrFactor | None = None
+    saved: dict | None = None  # resume state whose optimizer part waits for the scheduler
+    examples_seen: int = 0  # throughput over the epochs this call ran from their start
+    seconds_run: float = 0.0
 
 
 def fit(
@@ -752,7 +765,37 @@ def fit(
 
     Raises Preempted (exit status 143) after SIGTERM, once the checkpoint is written.
     """
-    cfg = config
+    run = _setup(model, task, config, y_train, parameters, resume_dir, fingerprint)
+    st, rng = _resume(run)
+    resumed_from = st.epoch if rng is not None else None
+    log.info("training %s on %s (%s): %d trainable parameters, metric %s, up to %d epochs",
+             task, run.device, run.precision, run.fingerprint["n_params"], run.metric,
+             config.epochs)  # fmt: skip
+    with _deterministic_on_cpu(run.device), _StopRequest() as stop:
+        if rng is not None and st.batch == 0:  # resumed at the end of an epoch
+            _set_rng_state(rng)
+            rng = None
+        for epoch in range(st.epoch + 1, config.epochs + 1):
+            if st.stopped_early:
+                break
+            t0, from_start = time.perf_counter(), st.batch == 0
+            _train_epoch(run, st, train_data, epoch, stop, rng, t0)
+            rng = None
+            value, val_loss, evaluated = _validate(run, val_data)
+            improved = _early_stopping(run, st, epoch, value, val_loss, evaluated)
+            if run.cfg.schedule == "plateau" and improved is not None:
+                if run.lr_factor.epoch_end(improved):
+                    log.info("val %s plateaued: lr scale now %g", run.metric, run.lr_factor.scale)
+            row = _end_epoch(run, st, epoch, value, val_loss, t0, from_start)
+            _report_epoch(run, st, row, log_metrics)
+            _checkpoint(run, st)
+            if stop.requested:
+                raise Preempted(_preempt_message(run.ckpt_path, epoch, 0))
+    return _finish(run, st, resumed_from, resume_dir, keep_resume_state)
+
+
+def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint) -> _Run:
+    """Check the inputs, seed, pick device and precision, build optimizer, grad scaler and loss."""
     cfg.check()
     metric = _resolve_metric(task, cfg.metric)
     y_train = np.asarray(y_train, dtype=np.float64)
@@ -772,257 +815,274 @@ def fit(
     keys = _training_keys(model, params)
     if params is None:
         params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(model, params, cfg)
-    for group in optimizer.param_groups:
-        group["base_lr"] = cfg.lr
-    grad_scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     pos_weight = _class_weights(task, y_train, None) if cfg.class_weights else None
-    loss_fn = _Loss(task, scaler, pos_weight, None, device)
-    plateau_patience = max(1, cfg.patience // 3)
+    return _Run(
+        model=model,
+        task=task,
+        metric=metric,
+        cfg=cfg,
+        y_train=y_train,
+        target_scaler=scaler,
+        device=device,
+        precision=precision,
+        params=params,
+        keys=keys,
+        optimizer=_make_optimizer(model, params, cfg),
+        grad_scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+        loss_fn=_Loss(task, scaler, pos_weight, None, device),
+        fingerprint={
+            "train": cfg.fingerprint(),
+            "task": task,
+            "n_train": int(y_train.shape[0]),
+            "n_params": int(sum(p.numel() for p in params)),
+            "extra": dict(fingerprint or {}),
+        },
+        ckpt_path=Path(resume_dir) / RESUME_FILE if resume_dir else None,
+    )
 
-    # Everything below `st` is the mutable loop state: exactly what last.pt stores.
-    st: dict[str, Any] = {
-        "epoch": 0,  # completed epochs
-        "batch": 0,  # micro-batches done in the running epoch (mid-epoch checkpoint only)
-        "step_in_epoch": 0,
-        "loss_sum": 0.0,
-        "loss_count": 0.0,
-        "epoch_examples": 0,
-        "epoch_seconds": 0.0,
-        "history": [],
-        "best_metric": None,
-        "best_epoch": 0,
-        "best_state": None,
-        "bad_epochs": 0,
-        "monitor": None,
-        "plateau_best": None,
-        "plateau_bad": 0,
-        "lr_scale": 1.0,
-        "stopped_early": False,
-    }
-    fp_dict = {
-        "train": cfg.fingerprint(),
-        "task": task,
-        "n_train": int(y_train.shape[0]),
-        "n_params": int(sum(p.numel() for p in params)),
-        "extra": dict(fingerprint or {}),
-    }
-    fp = _digest(fp_dict)
-    ckpt_path = Path(resume_dir) / RESUME_FILE if resume_dir else None
-    pending_rng = None
-    resumed_from = None
-    if ckpt_path is not None:
-        for stale in ckpt_path.parent.glob(f"{RESUME_FILE}.tmp*"):
-            stale.unlink(missing_ok=True)  # a write that a SIGKILL cut short
-        loaded = _load_resume(ckpt_path, fp, fp_dict)
-        if loaded is not None:
-            model.load_state_dict(loaded["model"], strict=keys is None)
-            optimizer.load_state_dict(loaded["optimizer"])
-            if loaded["grad_scaler"]:
-                grad_scaler.load_state_dict(loaded["grad_scaler"])
-            st.update(loaded["loop"])
-            pending_rng = loaded["rng"]
-            resumed_from = st["epoch"]
-            where = f" (batch {st['batch']} of epoch {st['epoch'] + 1})" if st["batch"] else ""
-            log.info("resuming from epoch %d%s: %s", st["epoch"], where, ckpt_path)
 
-    def checkpoint() -> None:
-        if ckpt_path is None:
-            return
-        atomic_save(
-            {
-                "format": RESUME_FORMAT,
-                "fingerprint": fp,
-                "fingerprint_dict": json.loads(json.dumps(fp_dict, default=str)),
-                "model": _state_dict(model, keys),
-                "optimizer": optimizer.state_dict(),
-                "grad_scaler": grad_scaler.state_dict() if grad_scaler.is_enabled() else {},
-                "loop": st,
-                "rng": _rng_state(),
-            },
-            ckpt_path,
+@contextlib.contextmanager
+def _deterministic_on_cpu(device: torch.device):
+    """Deterministic torch kernels (warn only) while training on CPU, as before afterwards."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only_before)
+
+
+def _train_epoch(run: _Run, st: _LoopState, train_data, epoch: int, stop, rng, t0: float) -> None:
+    """One epoch of training (its rest after a mid-epoch resume); checkpoints and raises Preempted
+    at the first optimizer step after SIGTERM."""
+    loader = train_data(epoch) if callable(train_data) else train_data
+    if run.scheduler is None:
+        _start_schedule(run, loader)
+    it = iter(loader)
+    for _ in range(st.batch):  # a mid-epoch resume: same batches, so skip the done ones
+        next(it)
+    if rng is not None:  # after skipping, so the loader's draws match too
+        _set_rng_state(rng)
+    run.model.train()
+    pending = 0
+    for batch in it:
+        _backward(run, st, batch, epoch)
+        pending += 1
+        if pending == run.cfg.accumulate:
+            _optimizer_step(run, st)
+            pending = 0
+            if stop.requested:
+                st.epoch_seconds += time.perf_counter() - t0
+                _checkpoint(run, st)
+                raise Preempted(_preempt_message(run.ckpt_path, epoch, st.batch))
+    if pending:
+        _optimizer_step(run, st)
+
+
+def _start_schedule(run: _Run, loader) -> None:
+    """The LambdaLR, once the first loader gives the steps per epoch; then the optimizer, schedule
+    and grad scaler of a resume state (its steps per epoch win, so the rates stay those of the
+    run that saved it)."""
+    try:
+        n = len(loader)
+    except TypeError:  # an iterable without a length: schedule per epoch
+        n = 0
+    steps_per_epoch = max(1, math.ceil(n / run.cfg.accumulate)) if n else 1
+    run.lr_factor = _LrFactor(run.cfg, steps_per_epoch)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, run.lr_factor)
+    if run.saved is not None:
+        run.optimizer.load_state_dict(run.saved["optimizer"])
+        run.scheduler.load_state_dict(run.saved["scheduler"])
+        if run.saved["grad_scaler"]:
+            run.grad_scaler.load_state_dict(run.saved["grad_scaler"])
+        run.saved = None
+
+
+def _backward(run: _Run, st: _LoopState, batch, epoch: int) -> None:
+    """Forward one micro-batch, backpropagate its (masked, accumulation-scaled) loss."""
+    batch = to_device(batch, run.device)
+    y = batch["y"]
+    with _autocast(run.device, run.precision):
+        out = run.model(batch)
+    loss_fn = run.loss_fn
+    if run.task == "multiclass" and run.cfg.class_weights and loss_fn.class_weight is None:
+        loss_fn.class_weight = _class_weights(run.task, run.y_train, out.shape[1]).to(run.device)
+    loss_sum, count = loss_fn(out, y)
+    loss = loss_sum / count.clamp(min=1.0) / run.cfg.accumulate
+    if run.precision != "fp16" and not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite training loss at epoch {epoch}, batch {st.batch + 1}: "
+            "lower lr, enable grad_clip or check the inputs for NaN/inf"
+        )
+    run.grad_scaler.scale(loss).backward()
+    st.loss_sum += float(loss_sum.detach())
+    st.loss_count += float(count)
+    st.epoch_examples += int(y.shape[0])
+    st.batch += 1
+
+
+def _optimizer_step(run: _Run, st: _LoopState) -> None:
+    """Unscale, clip, step, zero the gradients; then the rate of the next step of this epoch.
+
+    The schedule counts steps_per_epoch steps per epoch: extra steps of a longer epoch keep the
+    epoch's last rate, and `_end_epoch` moves the scheduler on to the next epoch's first step.
+    """
+    if run.cfg.grad_clip:
+        run.grad_scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)
+    run.grad_scaler.step(run.optimizer)
+    run.grad_scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    st.step_in_epoch += 1
+    if st.step_in_epoch < run.lr_factor.steps_per_epoch:
+        run.scheduler.step()
+
+
+def _validate(run: _Run, val_data) -> tuple[float | None, float, bool]:
+    """(validation metric or None where undefined, validation loss, whether there were rows)."""
+    val_out, val_y, val_loss = _evaluate(
+        run.model, val_data, run.loss_fn, run.device, run.precision
+    )
+    value = None
+    if val_out is not None:
+        preds = _outputs_to_predictions(run.task, val_out, run.target_scaler)
+        value = evaluate_metric(run.task, run.metric, val_y, preds)
+    if run.metric == "loss":
+        value = val_loss
+    return value, val_loss, val_out is not None
+
+
+def _early_stopping(run: _Run, st: _LoopState, epoch, value, val_loss, evaluated) -> bool | None:
+    """Keep the best epoch's weights; whether the watched value improved (None: undefined)."""
+    if st.monitor is None and evaluated:
+        st.monitor = f"val_{run.metric}" if value is not None else "val_loss"
+        if value is None:
+            log.warning(
+                "val %s undefined on the validation rows; early stopping watches val_loss",
+                run.metric,
+            )
+    watched, watched_metric = value, run.metric
+    if st.monitor == "val_loss":
+        watched, watched_metric = val_loss, "loss"
+    improved = better(watched_metric, watched, st.best_metric)
+    if improved:
+        st.best_metric, st.best_epoch, st.bad_epochs = watched, epoch, 0
+        st.best_state = _state_dict(run.model, run.keys)
+    else:
+        st.bad_epochs += 1
+    return None if watched is None else improved
+
+
+def _end_epoch(run: _Run, st: _LoopState, epoch, value, val_loss, t0, from_start) -> dict:
+    """The epoch's history row; the loop state and the scheduler move on to the next epoch."""
+    seconds = st.epoch_seconds + time.perf_counter() - t0
+    if from_start:  # throughput only over whole epochs
+        run.examples_seen += st.epoch_examples
+        run.seconds_run += seconds
+    row = {
+        "epoch": epoch,
+        "train_loss": st.loss_sum / st.loss_count if st.loss_count else math.nan,
+        "val_loss": val_loss,
+        f"val_{run.metric}": math.nan if value is None else float(value),
+        "lr": run.optimizer.param_groups[0]["lr"],  # the rate of the epoch's last step
+        "seconds": seconds,
+    }
+    st.history.append(row)
+    st.next_epoch(epoch)
+    if run.cfg.patience and st.bad_epochs >= run.cfg.patience and st.best_state:
+        st.stopped_early = True
+    while run.scheduler.last_epoch < epoch * run.lr_factor.steps_per_epoch:
+        run.scheduler.step()  # on to the next epoch's first step (and a new plateau scale)
+    return row
+
+
+def _report_epoch(run: _Run, st: _LoopState, row: dict, log_metrics) -> None:
+    log.info(
+        "epoch %d/%d train_loss %.4f val_loss %.4f val_%s %.4f lr %.2e %.1fs%s",
+        row["epoch"], run.cfg.epochs, row["train_loss"], row["val_loss"], run.metric,
+        row[f"val_{run.metric}"], row["lr"], row["seconds"],
+        " (best)" if st.best_epoch == row["epoch"] else "",
+    )  # fmt: skip
+    if log_metrics is not None:
+        log_metrics(
+            {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}, step=row["epoch"]
         )
 
-    steps_per_epoch = None
-    examples_seen, seconds_run = 0, 0.0
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if pending_rng is not None and st["batch"] == 0:
-        _set_rng_state(pending_rng)
-        pending_rng = None
-    log.info(
-        "training %s on %s (%s): %d trainable parameters, metric %s, up to %d epochs",
-        task,
-        device,
-        precision,
-        fp_dict["n_params"],
-        metric,
-        cfg.epochs,
-    )
-    try:
-        with _StopRequest() as stop:
-            for epoch in range(st["epoch"] + 1, cfg.epochs + 1):
-                if st["stopped_early"]:
-                    break
-                t0 = time.perf_counter()
-                loader = train_data(epoch) if callable(train_data) else train_data
-                if steps_per_epoch is None:
-                    try:
-                        n = len(loader)
-                    except TypeError:  # an iterable without a length: schedule per epoch
-                        n = 0
-                    steps_per_epoch = max(1, math.ceil(n / cfg.accumulate)) if n else 1
-                it = iter(loader)
-                skip = st["batch"]
-                for _ in range(skip):  # a mid-epoch resume: same batches, so skip the done ones
-                    next(it)
-                if pending_rng is not None:  # after skipping, so the loader's draws match too
-                    _set_rng_state(pending_rng)
-                    pending_rng = None
-                model.train()
-                pending = 0
-                for batch in it:
-                    batch = to_device(batch, device)
-                    y = batch["y"]
-                    with _autocast(device, precision):
-                        out = model(batch)
-                    if task == "multiclass" and cfg.class_weights and loss_fn.class_weight is None:
-                        loss_fn.class_weight = _class_weights(task, y_train, out.shape[1]).to(
-                            device
-                        )
-                    loss_sum, count = loss_fn(out, y)
-                    loss = loss_sum / count.clamp(min=1.0) / cfg.accumulate
-                    if precision != "fp16" and not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"non-finite training loss at epoch {epoch}, batch {st['batch'] + 1}: "
-                            "lower lr, enable grad_clip or check the inputs for NaN/inf"
-                        )
-                    grad_scaler.scale(loss).backward()
-                    st["loss_sum"] += float(loss_sum.detach())
-                    st["loss_count"] += float(count)
-                    st["epoch_examples"] += int(y.shape[0])
-                    st["batch"] += 1
-                    pending += 1
-                    if pending == cfg.accumulate:
-                        _step(cfg, optimizer, grad_scaler, params, st, epoch, steps_per_epoch)
-                        pending = 0
-                        if stop.requested:
-                            st["epoch_seconds"] += time.perf_counter() - t0
-                            checkpoint()
-                            raise Preempted(_preempt_message(ckpt_path, epoch, st["batch"]))
-                if pending:
-                    _step(cfg, optimizer, grad_scaler, params, st, epoch, steps_per_epoch)
 
-                val_out, val_y, val_loss = _run_eval(model, val_data, loss_fn, device, precision)
-                value = None
-                if val_out is not None:
-                    value = evaluate_metric(
-                        task, metric, val_y, _outputs_to_predictions(task, val_out, scaler)
-                    )
-                if metric == "loss":
-                    value = val_loss
-                if st["monitor"] is None and val_out is not None:
-                    st["monitor"] = f"val_{metric}" if value is not None else "val_loss"
-                    if value is None:
-                        log.warning(
-                            "val %s undefined on the validation rows; early stopping "
-                            "watches val_loss",
-                            metric,
-                        )
-                watched, watched_metric = value, metric
-                if st["monitor"] == "val_loss":
-                    watched, watched_metric = val_loss, "loss"
-                if _is_better(watched_metric, watched, st["best_metric"]):
-                    st["best_metric"], st["best_epoch"], st["bad_epochs"] = watched, epoch, 0
-                    st["best_state"] = _state_dict(model, keys)
-                else:
-                    st["bad_epochs"] += 1
-                if cfg.schedule == "plateau" and watched is not None:
-                    if _is_better(watched_metric, watched, st["plateau_best"]):
-                        st["plateau_best"], st["plateau_bad"] = watched, 0
-                    else:
-                        st["plateau_bad"] += 1
-                        if st["plateau_bad"] >= plateau_patience and st["lr_scale"] > 1e-3:
-                            st["lr_scale"] = max(1e-3, st["lr_scale"] * 0.5)
-                            st["plateau_bad"] = 0
-                            log.info("val %s plateaued: lr scale now %g", metric, st["lr_scale"])
-                seconds = st["epoch_seconds"] + time.perf_counter() - t0
-                examples_seen += st["epoch_examples"] if skip == 0 else 0
-                seconds_run += seconds if skip == 0 else 0.0
-                row = {
-                    "epoch": epoch,
-                    "train_loss": st["loss_sum"] / st["loss_count"]
-                    if st["loss_count"]
-                    else math.nan,
-                    "val_loss": val_loss,
-                    f"val_{metric}": math.nan if value is None else float(value),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": seconds,
-                }
-                st["history"].append(row)
-                st.update(batch=0, step_in_epoch=0, loss_sum=0.0, loss_count=0.0)
-                st.update(epoch_examples=0, epoch_seconds=0.0, epoch=epoch)
-                if cfg.patience and st["bad_epochs"] >= cfg.patience and st["best_state"]:
-                    st["stopped_early"] = True
-                log.info(
-                    "epoch %d/%d train_loss %.4f val_loss %.4f val_%s %.4f lr %.2e %.1fs%s",
-                    epoch, cfg.epochs, row["train_loss"], val_loss, metric,
-                    row[f"val_{metric}"], row["lr"], seconds,
-                    " (best)" if st["best_epoch"] == epoch else "",
-                )  # fmt: skip
-                if log_metrics is not None:
-                    log_metrics(
-                        {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)},
-                        step=epoch,
-                    )
-                checkpoint()
-                if stop.requested:
-                    raise Preempted(_preempt_message(ckpt_path, epoch, 0))
-    finally:
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
-
-    if st["stopped_early"]:
+def _finish(run: _Run, st: _LoopState, resumed_from, resume_dir, keep_resume_state) -> FitResult:
+    """Restore the best weights, clear the resume state unless kept, and say what happened."""
+    if st.stopped_early:
         log.info("early stop after epoch %d: no better %s for %d epochs",
-                 st["epoch"], st["monitor"], cfg.patience)  # fmt: skip
-    if st["best_state"] is not None:
-        model.load_state_dict(st["best_state"], strict=keys is None)
+                 st.epoch, st.monitor, run.cfg.patience)  # fmt: skip
+    if st.best_state is not None:
+        run.model.load_state_dict(st.best_state, strict=run.keys is None)
     else:  # no validation rows: keep the last epoch
-        st["best_epoch"] = st["epoch"]
-    log.info("best epoch %d: %s %s", st["best_epoch"], st["monitor"], st["best_metric"])
-    if ckpt_path is not None and not keep_resume_state:
+        st.best_epoch = st.epoch
+    log.info("best epoch %d: %s %s", st.best_epoch, st.monitor, st.best_metric)
+    if run.ckpt_path is not None and not keep_resume_state:
         clear_resume_state(resume_dir)
     return FitResult(
-        history=copy.deepcopy(st["history"]),
-        best_epoch=int(st["best_epoch"]),
-        best_metric=math.nan if st["best_metric"] is None else float(st["best_metric"]),
-        metric=metric,
-        monitor=st["monitor"] or "none",
-        target_scaler=scaler,
-        device=str(device),
-        precision=precision,
-        stopped_early=bool(st["stopped_early"]),
+        history=copy.deepcopy(st.history),
+        best_epoch=int(st.best_epoch),
+        best_metric=math.nan if st.best_metric is None else float(st.best_metric),
+        metric=run.metric,
+        monitor=st.monitor or "none",
+        target_scaler=run.target_scaler,
+        device=str(run.device),
+        precision=run.precision,
+        stopped_early=bool(st.stopped_early),
         resumed_from_epoch=resumed_from,
-        train_examples_seen=examples_seen,
-        train_seconds=seconds_run,
+        train_examples_seen=run.examples_seen,
+        train_seconds=run.seconds_run,
     )
 
 
-def _step(cfg, optimizer, grad_scaler, params, st, epoch, steps_per_epoch) -> None:
-    """One optimizer step: set the lr for this step, unscale, clip, step, zero the gradients."""
-    step = (epoch - 1) * steps_per_epoch + min(st["step_in_epoch"], steps_per_epoch - 1)
-    factor = _lr_factor(cfg, step, steps_per_epoch) * st["lr_scale"]
-    for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor
-    if cfg.grad_clip:
-        grad_scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    grad_scaler.step(optimizer)
-    grad_scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    st["step_in_epoch"] += 1
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(run: _Run, st: _LoopState) -> None:
+    """Write the complete training state to last.pt (atomically); nothing without a resume_dir."""
+    if run.ckpt_path is None:
+        return
+    atomic_save(
+        {
+            "format": RESUME_FORMAT,
+            "fingerprint": _digest(run.fingerprint),
+            "fingerprint_dict": json.loads(json.dumps(run.fingerprint, default=str)),
+            "model": _state_dict(run.model, run.keys),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "grad_scaler": run.grad_scaler.state_dict() if run.grad_scaler.is_enabled() else {},
+            "loop": st.as_dict(),
+            "rng": _rng_state(),
+        },
+        run.ckpt_path,
+    )
+
+
+def _resume(run: _Run) -> tuple[_LoopState, dict | None]:
+    """The loop state to start from and the RNG state to restore (None: a fresh start).
+
+    Loads the weights now; the optimizer, scheduler and grad scaler wait in `run.saved` for the
+    scheduler, which the first loader of this call makes.
+    """
+    if run.ckpt_path is None:
+        return _LoopState(), None
+    for stale in run.ckpt_path.parent.glob(f"{RESUME_FILE}.tmp*"):
+        stale.unlink(missing_ok=True)  # a write that a SIGKILL cut short
+    saved = _load_resume(run.ckpt_path, _digest(run.fingerprint), run.fingerprint)
+    if saved is None:
+        return _LoopState(), None
+    run.model.load_state_dict(saved["model"], strict=run.keys is None)
+    run.saved = saved
+    st = _LoopState(**saved["loop"])
+    where = f" (batch {st.batch} of epoch {st.epoch + 1})" if st.batch else ""
+    log.info("resuming from epoch %d%s: %s", st.epoch, where, run.ckpt_path)
+    return st, saved["rng"]
 
 
 def clear_resume_state(resume_dir: str | Path | None) -> None:
@@ -1052,7 +1112,15 @@ def _load_resume(path: Path, fp: str, fp_dict: Mapping) -> dict | None:
         log.warning("ignoring unreadable resume state %s (%s); starting fresh", path, err)
         return None
     if not isinstance(ckpt, dict) or ckpt.get("format") != RESUME_FORMAT:
-        log.warning("ignoring %s: not a biomol_dl resume state; starting fresh", path)
+        made_by = (
+            f"format {ckpt['format']!r}" if isinstance(ckpt, dict) and "format" in ckpt else ""
+        )
+        why = (
+            f"made by another biomol_dl version ({made_by}, now {RESUME_FORMAT!r})"
+            if made_by
+            else "not a biomol_dl resume state"
+        )
+        log.warning("ignoring %s: %s; starting fresh", path, why)
         return None
     if ckpt.get("fingerprint") != fp:
         old = ckpt.get("fingerprint_dict") or {}
