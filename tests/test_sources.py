@@ -245,15 +245,17 @@ def test_zip_member_is_extracted_and_verified(tmp_path):
     assert "no member 'splits/c.csv'" in _one_line(err) and "splits/b.csv" in str(err.value)
 
 
+def _train_test_parts(train, test) -> dict:
+    parts = [
+        {"type": "path", "path": str(p), "part": n} for p, n in ((train, "train"), (test, "test"))
+    ]
+    return {"parts": parts}
+
+
 def test_multipart_sources_are_concatenated_with_a_part_column(tmp_path):
     train = _write(tmp_path / "train.csv", b"gene,solubility,sequence\ng1,0.5,MKV\ng2,0.25,GLW\n")
     test = _write(tmp_path / "test.csv", b"gene,solubility,sequence\ng3,1.0,ACD\n")
-    source = {
-        "parts": [
-            {"type": "path", "path": str(train), "part": "train"},
-            {"type": "path", "path": str(test), "part": "test"},
-        ]
-    }
+    source = _train_test_parts(train, test)
     assert source_format(source) == "csv"
     out = tmp_path / "res" / "raw.csv"
     prov = fetch_dataset(source, out, tmp_path / "res" / "p.json", mirror=None, cache_dir=tmp_path)
@@ -280,12 +282,7 @@ def test_multipart_sources_are_concatenated_with_a_part_column(tmp_path):
 def test_multipart_header_mismatch_names_both_files(tmp_path):
     a = _write(tmp_path / "a.csv", b"gene,solubility,sequence\ng1,0.5,MKV\n")
     b = _write(tmp_path / "b.csv", b"gene,sequence,solubility\ng3,ACD,1.0\n")
-    source = {
-        "parts": [
-            {"type": "path", "path": str(a), "part": "train"},
-            {"type": "path", "path": str(b), "part": "test"},
-        ]
-    }
+    source = _train_test_parts(a, b)
     with pytest.raises(DataError) as err:
         fetch_dataset(
             source, tmp_path / "raw.csv", tmp_path / "p.json", mirror=None, cache_dir=tmp_path

@@ -20,6 +20,7 @@ import pytest
 
 from biomol_dl import splits
 from biomol_dl.io import DataError
+from biomol_dl.residues import STANDARD as STANDARD_RESIDUES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "datasets").resolve()
@@ -39,7 +40,7 @@ ACYCLIC = ["CCO", "CCCC", "CC(=O)O", "CCN"]
 # 8 ring systems x 6 substituents + 4 acyclic molecules: 9 scaffold groups of 4 to 6 molecules.
 SMILES = [f"{s}{r}" for r in RINGS for s in SUBSTITUENTS] + ACYCLIC
 
-AMINO = "ACDEFGHIKLMNPQRSTVWY"
+AMINO = STANDARD_RESIDUES
 
 
 def clean_table(inputs, labels=None, **extra) -> pd.DataFrame:

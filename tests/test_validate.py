@@ -31,14 +31,7 @@ MULTITASK = {
     "task": "multitask_binary",
     "validation": {"largest_fragment": True},
 }
-REGRESSION = {
-    "kind": "smiles",
-    "input_column": "smiles",
-    "id_column": "name",
-    "label_columns": ["logS"],
-    "task": "regression",
-    "validation": {"largest_fragment": True},
-}
+REGRESSION = {**MULTITASK, "id_column": "name", "label_columns": ["logS"], "task": "regression"}
 PEPTIDES = {
     "kind": "protein",
     "input_column": "sequence",

@@ -145,62 +145,65 @@ def roc_figure(tasks: Sequence[tuple[str, np.ndarray, np.ndarray]], *, title: st
     """ROC curve per task (y_true 0/1, p = P(class 1)), AUC in the legend, chance diagonal."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    with _style():
-        fig, axes = _panels(tasks)
-        many = len(tasks) > MAX_PANELS
-        aucs = []
-        for (name, y, p), ax in zip(tasks, axes, strict=True):
-            if len(np.unique(y)) < 2:
-                if not many:
-                    _one_class_note(ax, "ROC")
-                continue
-            fpr, tpr, _ = roc_curve(y, p)
-            auc = roc_auc_score(y, p)
-            aucs.append(auc)
-            color = "0.5" if many else COLORS[0]
-            ax.plot(fpr, tpr, color=color, lw=0.8 if many else 1.6,
-                    label=None if many else f"AUC {auc:.3f} (n={len(y)})")  # fmt: skip
-            if not many and len(tasks) > 1:
-                ax.set_title(name, fontsize=8)
-        for ax in dict.fromkeys(axes):  # each distinct panel once
-            ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6", label="chance")
-            ax.set(xlim=(0, 1), ylim=(0, 1.02))
-            ax.legend(loc="lower right")
-        _label_outer(fig, axes, "false positive rate", "true positive rate")
-        mean = f" (mean AUC {np.mean(aucs):.3f} over {len(aucs)} tasks)" if len(tasks) > 1 else ""
-        fig.suptitle(title + mean, fontsize=10)
-    return fig
+    def curve(ax, y, p, many: bool) -> float:
+        fpr, tpr, _ = roc_curve(y, p)
+        auc = roc_auc_score(y, p)
+        ax.plot(fpr, tpr, color="0.5" if many else COLORS[0], lw=0.8 if many else 1.6,
+                label=None if many else f"AUC {auc:.3f} (n={len(y)})")  # fmt: skip
+        return auc
+
+    def chance(ax) -> None:
+        ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6", label="chance")
+
+    return _curves_figure(tasks, title=title, curve=curve, finish=chance, score="AUC",
+                          what="ROC", axes_labels=("false positive rate", "true positive rate"),
+                          legend="lower right")  # fmt: skip
 
 
 def pr_figure(tasks: Sequence[tuple[str, np.ndarray, np.ndarray]], *, title: str):
     """Precision-recall curve per task, average precision in the legend, prevalence line."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
+    def curve(ax, y, p, many: bool) -> float:
+        precision, recall, _ = precision_recall_curve(y, p)
+        ap = average_precision_score(y, p)
+        ax.step(recall, precision, where="post", color="0.5" if many else COLORS[2],
+                lw=0.8 if many else 1.6,
+                label=None if many else f"AP {ap:.3f} (n={len(y)})")  # fmt: skip
+        if not many:
+            ax.axhline(np.mean(y), ls="--", lw=1, color="0.6",
+                       label=f"prevalence {np.mean(y):.2f}")  # fmt: skip
+        return ap
+
+    return _curves_figure(tasks, title=title, curve=curve, finish=None, score="AP",
+                          what="PR curve", axes_labels=("recall", "precision"),
+                          legend="lower left")  # fmt: skip
+
+
+def _curves_figure(tasks, *, title, curve, finish, score, what, axes_labels, legend):
+    """The frame of the ROC and PR figures: panels, one-class notes, per-task titles, limits,
+    legends and the mean score over tasks in the title. `curve(ax, y, p, many)` draws one task's
+    curve and returns its score; `finish(ax)` (optional) draws on each distinct panel."""
     with _style():
         fig, axes = _panels(tasks)
         many = len(tasks) > MAX_PANELS
-        aps = []
+        scores = []
         for (name, y, p), ax in zip(tasks, axes, strict=True):
             if len(np.unique(y)) < 2:
                 if not many:
-                    _one_class_note(ax, "PR curve")
+                    _one_class_note(ax, what)
                 continue
-            precision, recall, _ = precision_recall_curve(y, p)
-            ap = average_precision_score(y, p)
-            aps.append(ap)
-            ax.step(recall, precision, where="post", color="0.5" if many else COLORS[2],
-                    lw=0.8 if many else 1.6,
-                    label=None if many else f"AP {ap:.3f} (n={len(y)})")  # fmt: skip
-            if not many:
-                ax.axhline(np.mean(y), ls="--", lw=1, color="0.6",
-                           label=f"prevalence {np.mean(y):.2f}")  # fmt: skip
-                if len(tasks) > 1:
-                    ax.set_title(name, fontsize=8)
-        for ax in dict.fromkeys(axes):
+            scores.append(curve(ax, y, p, many))
+            if not many and len(tasks) > 1:
+                ax.set_title(name, fontsize=8)
+        for ax in dict.fromkeys(axes):  # each distinct panel once
+            if finish is not None:
+                finish(ax)
             ax.set(xlim=(0, 1), ylim=(0, 1.02))
-            ax.legend(loc="lower left")
-        _label_outer(fig, axes, "recall", "precision")
-        mean = f" (mean AP {np.mean(aps):.3f} over {len(aps)} tasks)" if len(tasks) > 1 else ""
+            ax.legend(loc=legend)
+        _label_outer(fig, axes, *axes_labels)
+        n = len(scores)
+        mean = f" (mean {score} {np.mean(scores):.3f} over {n} tasks)" if len(tasks) > 1 else ""
         fig.suptitle(title + mean, fontsize=10)
     return fig
 
