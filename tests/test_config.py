@@ -9,7 +9,6 @@ import yaml
 from conftest import ROOT
 
 from biomol_dl.config import (
-    FAMILY_PARAMS,
     NAME_PATTERN,
     SCHEMA,
     ConfigError,
@@ -98,29 +97,23 @@ def test_benchmark_configs_are_valid(name):
             assert part["type"] == "url" and len(part["sha256"]) == 64 and part["mirror_path"]
 
 
-def test_model_param_tables_match_the_model_modules():
-    """The params read from source (no torch import) are exactly what the families accept."""
+def test_model_params_are_the_family_dataclass_and_the_training_loop():
+    """Valid params: the family's Params fields, plus (torch families) TrainConfig's fields, read
+    without importing torch exactly as the dataclass declares them."""
     import dataclasses
-    import importlib
 
-    from biomol_dl.features.protein import LOADER_KEYS
-    from biomol_dl.models import FAMILIES
+    from biomol_dl.models import families
+    from biomol_dl.models.base import _loop_fields_from_source
     from biomol_dl.training import TrainConfig
 
-    assert set(FAMILY_PARAMS) == set(FAMILIES)
     loop = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    for family, (module_name, extra) in FAMILY_PARAMS.items():
-        module = importlib.import_module(f"biomol_dl.models.{module_name}")
-        valid = model_params(family)
-        assert set(module.DEFAULTS) <= set(valid), family
-        if FAMILIES[family]["torch"]:
-            assert {k: valid[k] for k in loop} == loop, family
-        known = {*module.DEFAULTS, *extra}
-        if FAMILIES[family]["torch"]:
-            known |= {*loop, "n_classes", "pin_memory"}
-        if "max_tokens" in extra:
-            assert LOADER_KEYS <= set(valid), family
-        assert set(valid) == known, family
+    assert _loop_fields_from_source() == loop
+    for name, family in families().items():
+        own = {f.name: str(f.type) for f in dataclasses.fields(family.Params)
+               if not f.metadata.get("open")}  # fmt: skip
+        valid = model_params(name)
+        assert {k: valid[k] for k in own} == own, name
+        assert set(valid) == set(own) | (set(loop) if family.uses_torch else set()), name
 
 
 def test_config_load_imports_neither_torch_nor_sklearn():
@@ -143,7 +136,7 @@ def test_names_follow_the_schema_pattern_and_grid_labels_fit_it(config):
     assert [_label(v) for v in (True, 1e-05, -1, "ReLU", [64, 64], "a/b.c")] == [
         "true", "1em05", "m1", "relu", "64x64", "a_bpc"
     ]  # fmt: skip
-    config["models"]["mlp_morgan"]["grid"] = {"activation": ["ReLU", "GELU"], "batch_norm": [True]}
+    config["models"]["mlp_morgan"]["grid"] = {"activation": ["relu", "gelu"], "batch_norm": [True]}
     load_config(config)
     grid = [m for m in config["models"] if m.startswith("mlp_morgan__")]
     assert grid == ["mlp_morgan__activation-relu_batch_norm-true",

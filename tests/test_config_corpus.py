@@ -246,7 +246,8 @@ NAMED = {
     "predict": lambda c, n: c.update(
         predict={n: {"dataset": "tiny_logbb", "model": "rf_morgan", "input": "x.csv"}}
     ),
-    "grid": lambda c, n: c["models"]["mlp_morgan"].update(grid={"activation": [n]}),
+    # a free-form value: scikit-learn's arguments reach the forest unchecked by type
+    "grid": lambda c, n: c["models"]["rf_morgan"].update(grid={"criterion": [n]}),
 }
 
 

@@ -14,7 +14,10 @@ Chem = pytest.importorskip("rdkit.Chem")
 
 from biomol_dl import train_job, training  # noqa: E402
 from biomol_dl.features.graph import MolGraphFeaturizer  # noqa: E402
-from biomol_dl.models import gnn  # noqa: E402
+from biomol_dl.models.base import Functions  # noqa: E402
+from biomol_dl.models.nets.gnn import DESCRIPTOR_CLIP  # noqa: E402
+
+gnn = Functions("gnn")
 
 SMILES = [
     "CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "c1ccc2ccccc2c1", "OC1CCCCC1", "ClC(Cl)Cl",
@@ -119,7 +122,7 @@ def test_norm_pooling_is_the_atom_sum_over_norm_scale(features):
     with torch.no_grad():
         torch.testing.assert_close(normed.embed(batch), summed.embed(batch) / 50)
     with pytest.raises(ValueError, match="norm_scale"):
-        gnn.settings({"pooling": "norm", "norm_scale": 0})
+        gnn({"pooling": "norm", "norm_scale": 0})
 
 
 def test_descriptors_standardized_on_train_rows_only(features):
@@ -132,7 +135,7 @@ def test_descriptors_standardized_on_train_rows_only(features):
     np.testing.assert_allclose(model.desc_mean.numpy(), raw.mean(0).numpy(), rtol=1e-5)
     np.testing.assert_allclose(model.desc_sd.numpy(), raw.std(0, unbiased=False).numpy(), rtol=1e-4)
     z = model.standardize(torch.tensor([[np.nan, 1e30, -1e30]]))
-    assert z.tolist() == [[0.0, gnn.DESCRIPTOR_CLIP, -gnn.DESCRIPTOR_CLIP]]
+    assert z.tolist() == [[0.0, DESCRIPTOR_CLIP, -DESCRIPTOR_CLIP]]
 
 
 def test_feature_meta_rebuilds_the_model_without_the_data(features):
@@ -149,7 +152,7 @@ def test_feature_meta_rebuilds_the_model_without_the_data(features):
 def test_bad_params_fail_naming_the_valid_ones(features):
     with pytest.raises(ValueError, match="valid: dmpnn, gcn"):
         gnn.build_model(features, 1, {"arch": "schnet"})
-    with pytest.raises(ValueError, match="unknown model param"):
+    with pytest.raises(ValueError, match="unknown key 'hiden'; did you mean 'hidden'"):
         gnn.build_model(features, 1, {"hiden": 32})
     with pytest.raises(ValueError, match="divisible"):
         gnn.build_model(features, 1, {"arch": "gatv2", "hidden": 30, "heads": 4})

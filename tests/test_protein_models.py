@@ -16,7 +16,11 @@ from biomol_dl.features.protein import (
     OneHotFeaturizer,
     PLMTokenFeaturizer,
 )
-from biomol_dl.models import cnn, plm_frozen, plm_lora, seq_transformer
+from biomol_dl.models.base import Functions
+
+cnn, plm_frozen, plm_lora, seq_transformer = (
+    Functions(name) for name in ("cnn", "plm_frozen", "plm_lora", "seq_transformer")
+)
 
 TARGETS = np.array([[0.3], [-1.2], [2.0], [0.7], [-0.4], [1.1]], dtype=np.float32)
 SMALL = {
@@ -105,13 +109,8 @@ def _overfit(module, features, params, epochs, lr):
     torch.manual_seed(0)
     model = module.build_model(features, 1, rest)
     data = module.build_datasets(features, TARGETS, rest)
-    if hasattr(module, "prepare_model"):
-        module.prepare_model(model, data, rest)
-    trainable = (
-        list(module.trainable_parameters(model))
-        if hasattr(module, "trainable_parameters")
-        else None
-    )
+    module.prepare_model(model, data, rest)
+    trainable = module.trainable_parameters(model)
     result = training.fit(
         model,
         lambda e: module.make_loader(data, batch_size=3, shuffle=True, seed=e, params=rest),
@@ -243,7 +242,7 @@ def test_plm_frozen_fits_embeddings_and_checks_them():
 
 @pytest.mark.parametrize("family", ["cnn", "seq_transformer", "plm_lora"])
 def test_unknown_params_fail(family, esm_dir):
-    with pytest.raises(ValueError, match=rf"{family}: unknown params \['chanels'\]"):
+    with pytest.raises(ValueError, match=rf"'{family}\.params\.chanels': unknown key 'chanels'"):
         MODULES[family].build_model(_features(family, esm_dir), 1, {"chanels": 8})
 
 

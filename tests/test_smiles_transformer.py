@@ -22,7 +22,10 @@ from biomol_dl.features.tokens import (  # noqa: E402
     randomized_smiles,
     tokenize,
 )
-from biomol_dl.models import smiles_transformer as st  # noqa: E402
+from biomol_dl.models.base import Functions  # noqa: E402
+from biomol_dl.models.nets.smiles_transformer import token_hash  # noqa: E402
+
+st = Functions("smiles_transformer")
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 BENCHMARKS = {
@@ -110,7 +113,7 @@ def test_vocabulary_comes_from_train_rows_only(features):
     train = torch.utils.data.Subset(data, [0, 1, 2])  # CCO, c1ccccc1, CC(=O)O: no N, Cl, Br
     st.prepare_model(model, train, SMALL)
     assert "N" not in model.vocab and "O" in model.vocab
-    hashes = torch.tensor([[st.token_hash(t) for t in ["<cls>", "C", "N", "Br", "O"]]])
+    hashes = torch.tensor([[token_hash(t) for t in ["<cls>", "C", "N", "Br", "O"]]])
     ids = model.token_ids(hashes)[0].tolist()
     unk = SPECIAL_TOKENS.index("<unk>")
     assert ids[2] == ids[3] == unk and ids[1] != unk and ids[4] != unk
@@ -188,7 +191,7 @@ def test_long_inputs_are_truncated_to_max_len(features):
     st.prepare_model(model, data, params)
     (batch,) = st.make_loader(data, batch_size=16, shuffle=False, seed=0, params=params)
     assert batch["tokens"].shape[1] > 6
-    eos = st.token_hash("<eos>")
+    eos = token_hash("<eos>")
     cut = {"tokens": batch["tokens"][:, :6].clone(), "mask": batch["mask"][:, :6]}
     long = batch["mask"].sum(1) > 6
     cut["tokens"][long, 5] = eos
@@ -200,7 +203,7 @@ def test_long_inputs_are_truncated_to_max_len(features):
 def test_bad_params_fail_naming_the_valid_ones(features):
     with pytest.raises(ValueError, match="valid: cls, mean"):
         st.build_model(features, 1, {"pooling": "max"})
-    with pytest.raises(ValueError, match="unknown model param"):
+    with pytest.raises(ValueError, match="unknown key 'n_layers'; did you mean 'layers'"):
         st.build_model(features, 1, {"n_layers": 2})
     with pytest.raises(ValueError, match="smiles_tokens"):
         st.build_model({"X": torch.zeros(2, 3)}, 1, {})

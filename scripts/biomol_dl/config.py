@@ -16,26 +16,26 @@ key. In order:
    predict entry; the future `corpora:` section must use it too) matches `NAME_PATTERN`, so no name
    can leave results/ or collide on a case-insensitive filesystem.
 4. Options per type: a featurizer's keys are its class's keyword arguments; a model's params are
-   its family's `DEFAULTS` plus, for torch families, the training loop's `TrainConfig` fields and
-   the keys train_job and the loaders read; split options come from `splits.check_spec`, and
-   validation options from `validate.validation_options`. Values are type-checked against the
-   annotation or the default's type.
+   parsed into its family's Params dataclass (biomol_dl.models), whose fields (plus, for torch
+   families, the training loop's `TrainConfig` fields) are the valid keys and whose annotations
+   are their types; the family's `check` tests the values. Split options come from
+   `splits.check_spec`, and validation options from `validate.validation_options`.
 5. Grids expand into `<name>__<key>-<value>_...` models. A model's own name cannot contain '__',
    so no generated name can equal it; two combinations that get one name fail.
-6. Cross-references: featurizers, models and predict entries exist and fit the dataset's kind.
+6. Every expanded model's params are parsed into its family's dataclass again (a grid value can
+   make an impossible combination), and cross-references checked: featurizers, models and
+   predict entries exist, the family takes the featurizer's type, and kinds fit the dataset.
 
-Valid model params are read from the model modules' source (`ast`), not by importing them: those
-modules import torch, which would add seconds to every `snakemake` call.
+Family modules import no torch (their networks load inside methods), so loading a config stays
+cheap: torch, scikit-learn or RDKit would add seconds to every `snakemake` call.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 import functools
 import hashlib
-import inspect
 import itertools
 import json
 import re
@@ -48,26 +48,6 @@ import yaml
 PACKAGE = Path(__file__).resolve().parent
 SCHEMA = PACKAGE.parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
-# Params a family takes besides its module's DEFAULTS (and TrainConfig for torch families):
-# train_job reads `n_classes` and adds `pin_memory`; residue-token loaders read the batching keys
-# of features/protein.py LOADER_KEYS; plm_lora's `model` must name its featurizer's model.
-_JOB_PARAMS = {"n_classes": "int", "pin_memory": "bool"}
-_TOKEN_LOADER_PARAMS = {**_JOB_PARAMS, "max_tokens": "int | None", "bucket_batches": "int"}
-FAMILY_PARAMS: dict[str, tuple[str, dict[str, str]]] = {
-    # family: (module in biomol_dl/models/ whose DEFAULTS it takes, {param: type} added or
-    # overriding the type its default implies)
-    # scikit-learn also takes a fraction for these two (min_samples_leaf: 0.01)
-    "rf": ("rf", {"max_features": "str | int | float | None", "min_samples_leaf": "int | float"}),
-    "mlp": ("mlp", _JOB_PARAMS),
-    "plm_frozen": ("mlp", _JOB_PARAMS),
-    "gnn": ("gnn", _JOB_PARAMS),
-    "smiles_transformer": ("smiles_transformer", _JOB_PARAMS),
-    "cnn": ("cnn", _TOKEN_LOADER_PARAMS),
-    "seq_transformer": ("seq_transformer", _TOKEN_LOADER_PARAMS),
-    "plm_lora": ("plm_lora", {**_TOKEN_LOADER_PARAMS, "model": "str | None"}),
-}
-# rf passes these itself; any other RandomForest argument is the user's to set.
-_RF_RESERVED = ("random_state", "n_jobs")
 # The homology strategy's alias of max_similarity (splits.check_spec resolves it).
 _SPLIT_ALIASES = {"homology": ("max_identity",)}
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -316,57 +296,11 @@ def check_params(path: str, params: Mapping, valid: Mapping[str, str]) -> None:
 # ----------------------------------------------------------------- valid keys per type
 
 
-@functools.cache
-def _module_tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
-
-
-def _literal_constant(path: Path, name: str) -> Any:
-    """The literal value of a module-level `NAME = ...` (or `NAME: T = ...`), without importing."""
-    for node in _module_tree(path).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value:
-            return ast.literal_eval(node.value)
-    raise LookupError(f"{path} has no literal {name}")
-
-
-def _dataclass_fields(path: Path, class_name: str) -> dict[str, str]:
-    """{field: annotation} of a dataclass in a module, without importing the module."""
-    for node in _module_tree(path).body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return {
-                item.target.id: ast.unparse(item.annotation)
-                for item in node.body
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
-            }
-    raise LookupError(f"{path} has no class {class_name}")
-
-
-@functools.cache
 def model_params(family: str) -> dict[str, str]:
-    """{param: type spec} a model family accepts (rf also takes scikit-learn's, see below)."""
-    from biomol_dl.models import FAMILIES
+    """{param: type spec} a model family accepts (rf also takes scikit-learn's, see rf.py)."""
+    from biomol_dl.models import get_family
 
-    module, extra = FAMILY_PARAMS[family]
-    defaults = _literal_constant(PACKAGE / "models" / f"{module}.py", "DEFAULTS")
-    valid = {key: _spec_of_default(value) for key, value in defaults.items()}
-    if FAMILIES[family]["torch"]:
-        valid.update(_dataclass_fields(PACKAGE / "training.py", "TrainConfig"))
-    return {**valid, **extra}
-
-
-@functools.cache
-def _forest_params() -> dict[str, str]:
-    """Every scikit-learn RandomForest argument that rf does not set itself (imports sklearn)."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    names = {
-        name
-        for cls in (RandomForestClassifier, RandomForestRegressor)
-        for name in inspect.signature(cls.__init__).parameters
-        if name != "self"
-    }
-    return {name: "Any" for name in sorted(names - set(_RF_RESERVED))}
+    return get_family(family).param_specs()
 
 
 @functools.cache
@@ -375,6 +309,8 @@ def featurizer_params(type_name: str) -> dict[str, str]:
 
     The featurizer modules import numpy only (RDKit and torch load inside their methods).
     """
+    import inspect
+
     from biomol_dl.features import get_featurizer_class
 
     signature = inspect.signature(get_featurizer_class(type_name).__init__)
@@ -392,17 +328,14 @@ def check_featurizer(name: str, spec: Mapping) -> None:
 
 
 def check_model(name: str, spec: Mapping) -> None:
-    """A model's params and grid keys must be params of its family, of their types.
+    """A model's params must parse into its family's dataclass; grid keys and values must be
+    params of the family, of their types (each combination is parsed after expansion)."""
+    from biomol_dl.models import get_family
 
-    rf hands any other keyword to scikit-learn's RandomForest, so its arguments are read
-    (importing scikit-learn, about 2 s) only when a config uses a key outside rf's DEFAULTS.
-    """
-    valid = model_params(spec["family"])
-    keys = {*spec.get("params", {}), *(spec.get("grid") or {})}
-    if spec["family"] == "rf" and not keys <= set(valid):
-        valid = {**_forest_params(), **valid}
-    check_params(f"models.{name}.params", spec.get("params", {}), valid)
+    family = get_family(spec["family"])
     grid = spec.get("grid") or {}
+    family.split_params(spec.get("params", {}), f"models.{name}.params")
+    valid = family.param_specs(grid)
     check_keys(f"models.{name}.grid", grid, valid)
     for key, values in grid.items():
         for i, value in enumerate(values):
@@ -509,7 +442,7 @@ def _label(value: Any) -> str:
 def cross_check(config: dict) -> None:
     """Every name a dataset, model or predict entry refers to must exist, and kinds must match."""
     from biomol_dl.features import KINDS
-    from biomol_dl.models import FAMILIES
+    from biomol_dl.models import FAMILIES, get_family
     from biomol_dl.report.targets import predict_specs
 
     for name, spec in config["models"].items():
@@ -518,6 +451,16 @@ def cross_check(config: dict) -> None:
                 f"invalid config at 'models.{name}.featurizer': unknown featurizer "
                 f"{spec['featurizer']!r}; defined: {', '.join(sorted(config['featurizers']))}"
             )
+        family = get_family(spec["family"])
+        ftype = config["featurizers"][spec["featurizer"]]["type"]
+        if ftype not in family.featurizers:
+            raise ConfigError(
+                f"invalid config at 'models.{name}.featurizer': family {family.name} cannot take "
+                f"featurizer {spec['featurizer']!r} (type {ftype}); it takes types "
+                f"{', '.join(family.featurizers)}"
+            )
+        if "__" in name:  # grid-expanded: parse the combination
+            family.split_params(spec.get("params", {}), f"models.{name}.params")
     for dname, ds in config["datasets"].items():
         for i, model in enumerate(ds["models"]):
             matches = [m for m in config["models"] if m == model or m.startswith(f"{model}__")]

@@ -20,13 +20,12 @@ predictions.csv has one row per valid input row and label column (task):
   label    binary: 1 when y_pred >= 0.5; multiclass: the class name
   seed<N>  each model's own y_pred (not for multiclass); p_<k>, p_<k>_sd: multiclass mean and sd
 
-Random forests are read from their skops file (only scikit-learn and numpy types are trusted);
-torch families go through biomol_dl.train_job.predict_inputs.
+Each seed's model file is read by its family's `predict` (biomol_dl.models): torch families go
+through biomol_dl.train_job.predict_inputs, the random forest reads its skops file.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -85,64 +84,6 @@ def validate_inputs(
 # ------------------------------------------------------------------------------ models
 
 
-def load_rf(path: str | Path) -> dict:
-    """The dict models/rf.py saved with skops; refuses types outside scikit-learn and numpy."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=str(path))
-    unexpected = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
-    if unexpected:
-        raise ValueError(f"{path}: will not load unexpected types {unexpected}")
-    bundle = sio.load(str(path), trusted=untrusted)
-    if not isinstance(bundle, dict) or "forests" not in bundle:
-        raise ValueError(f"{path}: not a biomol_dl random-forest file")
-    return bundle
-
-
-def predict_rf(
-    model_file: str | Path,
-    inputs: Sequence[str],
-    *,
-    n_classes: int | None = None,
-    threads: int = 1,
-) -> pd.DataFrame:
-    """Long-format predictions (input, task, y_pred [+ p_k]) of a random forest on new inputs.
-
-    Mirrors models/rf.py: the same featurizer, the same training-mean imputation of NaN features,
-    P(class 1) for binary tasks, K-column probabilities for multiclass (K = n_classes, or the
-    largest class the forest saw + 1).
-    """
-    from biomol_dl.features import build_featurizer
-
-    bundle = load_rf(model_file)
-    spec = bundle["spec"]
-    features = build_featurizer(spec["featurizer_spec"]).featurize_table(list(inputs), threads)
-    X = features["X"]
-    X = (X.numpy() if hasattr(X, "numpy") else np.asarray(X)).reshape(len(inputs), -1)
-    X = X.astype(np.float32)
-    if bundle.get("impute") is not None:
-        X = np.where(np.isnan(X), bundle["impute"], X)
-    task, frames = bundle["task"], []
-    for forest, name in zip(bundle["forests"], bundle["label_columns"], strict=True):
-        forest.n_jobs = max(1, int(threads))
-        frame = pd.DataFrame({"input": list(inputs), "task": name})
-        if task == "regression":
-            frame["y_pred"] = forest.predict(X)
-        elif task == "multiclass":
-            classes = forest.classes_.astype(int)
-            proba = np.zeros((len(X), n_classes or int(classes.max()) + 1))
-            proba[:, classes] = forest.predict_proba(X)
-            frame["y_pred"] = proba.argmax(axis=1)
-            for k in range(proba.shape[1]):
-                frame[f"p_{k}"] = proba[:, k]
-        else:
-            p = forest.predict_proba(X)
-            positive = list(forest.classes_).index(1) if 1 in forest.classes_ else None
-            frame["y_pred"] = p[:, positive] if positive is not None else 0.0
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
 def predict_one(
     family: str,
     model_file: str | Path,
@@ -152,14 +93,10 @@ def predict_one(
     threads: int = 1,
 ) -> pd.DataFrame:
     """One trained model's long-format predictions: input, task, y_pred (+ p_k), input order."""
-    if family == "rf":
-        return predict_rf(model_file, inputs, n_classes=n_classes, threads=threads)
-    from biomol_dl.models import check_family
-    from biomol_dl.train_job import predict_inputs
+    from biomol_dl.models import get_family
 
-    check_family(family)
-    module = importlib.import_module(f"biomol_dl.models.{family}")
-    return predict_inputs(model_file, module, list(inputs), threads=threads)
+    model = get_family(family)()
+    return model.predict(model_file, list(inputs), n_classes=n_classes, threads=threads)
 
 
 # ------------------------------------------------------------------------------ ensemble
@@ -236,7 +173,7 @@ def run_predict(
 ) -> dict[str, Any]:
     """The predict rule: validate, featurize, predict with every seed, write the three files.
 
-    model_files: {seed: model.skops / model.pt}. validate_summary: the dataset's validate
+    model_files: {seed: the family's model file}. validate_summary: the dataset's validate
     summary.json, for multiclass class names (None: class indices only). Raises DataError when no input row is valid (rejects.csv and
     summary.json are written first, to show why).
     """

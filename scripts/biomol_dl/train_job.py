@@ -1,44 +1,36 @@
-"""The glue every torch training rule calls: files in, `training.fit`, files out.
+"""The glue around the one torch training loop: files in, `training.fit`, files out.
 
-For the authors of model families and rule scripts. A rule script (`scripts/train_<family>.py`)
-unpacks the snakemake object and calls
+For the authors of model families and rule scripts. Every `train_<family>` rule runs
+scripts/train.py, which calls `main(job)` with the job's plain values (biomol_dl.job.Job);
+`main` builds the family (biomol_dl.models: one class per family, its params a dataclass checked
+when the config loaded) and calls `family.train(...)`, for torch families
 
-    run_training(family_module, clean_csv=..., split_csv=..., features_pt=..., model_spec=...,
+    run_training(family, clean_csv=..., split_csv=..., features_pt=..., model_spec=...,
                  task=..., label_columns=[...], seed=..., out_model=..., out_predictions=...,
                  out_history=..., resume_dir=..., threads=..., run=run)
 
-A model FAMILY is a module in biomol_dl/models/ with three required functions:
+What a family provides is in models/base.py. What run_training hands it:
 
-    build_datasets(features: dict, y: np.ndarray, params: dict) -> Sequence
+    family.build_datasets(features, y) -> Sequence
         y is float32 [N, T] with NaN for missing labels (multiclass: class index, T = 1). Returns
         N examples, index i = clean-table row i (anything `torch.utils.data.Subset` can wrap).
-    make_loader(dataset_subset, *, batch_size: int, shuffle: bool, seed: int, params: dict)
-        -> iterable of batches (dict of tensors with "y" [B, T], or a torch_geometric Batch).
-        The order must depend only on `seed` (use torch.Generator().manual_seed(seed)); training
-        calls it once per epoch with seed * 1000 + epoch. `params` carries the model params plus
-        "pin_memory" (True on CUDA), to pass to the DataLoader.
-    build_model(features: dict, n_outputs: int, params: dict) -> torch.nn.Module
+    family.make_loader(subset, *, batch_size, shuffle, seed, pin_memory) -> iterable of batches
+        (dict of tensors with "y" [B, T], or a torch_geometric Batch). The order must depend only
+        on `seed` (use torch.Generator().manual_seed(seed)); training calls it once per epoch
+        with seed * 1000 + epoch. pin_memory is True on CUDA.
+    family.build_model(features, n_outputs) -> torch.nn.Module
         n_outputs = T, or K classes for multiclass. `features` may be the full features dict OR
         its stub from `feature_meta` (how `load_trained` rebuilds a model from model.pt alone):
         per-example tensors become empty tensors with the same trailing shape and dtype
         (features["X"].shape[1] still works), per-example lists become [], and everything else
         (vocab, sizes) is kept as is. So read sizes and metadata from `features`, never values.
 
-and optional hooks:
-
-    prepare_model(model, train_subset, params) -> None
-        called once after build_model with the TRAIN rows only, e.g. to fit input standardization
-        into model buffers (so it lands in the state dict and model.pt).
-    trainable_parameters(model) -> iterable of Parameters
-        what the optimizer updates (default: all with requires_grad). When present, model.pt (and
-        the resume state) keep only trainable parameters + buffers ("partial_state": True); the
-        frozen rest is rebuilt by build_model (e.g. a pretrained PLM under LoRA adapters).
-    extra_checkpoint(model, params) -> dict
-        extra entries for model.pt under "extra" (e.g. base model name and sha256). Values must be
-        weights_only-loadable (tensors, numbers, strings, lists, dicts).
-    check_checkpoint(model, checkpoint) -> None
-        called by load_trained after build_model and before the saved state is loaded; raise if
-        the rebuilt model cannot take it (e.g. the base model's weights hash changed).
+and the optional hooks (no-ops by default): prepare_model(model, train_subset) with the TRAIN
+rows only (e.g. input standardization into model buffers); trainable_parameters(model) (a list:
+model.pt and the resume state keep only those + buffers, "partial_state": True, the frozen rest
+is rebuilt by build_model); extra_checkpoint(model) -> dict for model.pt's "extra";
+check_checkpoint(model, checkpoint) before load_trained loads the saved state; feature_meta;
+report(model_file) -> (params, metrics) for the job's tracking run.
 
 model.pt is a dict loadable with torch.load(path, weights_only=True): format, family, model_name,
 hyperparameters (the model params), train_config, featurizer, featurizer_spec, task,
@@ -49,22 +41,25 @@ best_epoch, best_val_metric, monitor, versions.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import resource
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from biomol_dl import training
+from biomol_dl import hashing, training
 from biomol_dl.io import read_table
+from biomol_dl.models.base import Family, Functions, get_family
+from biomol_dl.runtime import peak_memory_mb
+
+if TYPE_CHECKING:
+    from biomol_dl.job import Job
 
 log = logging.getLogger("biomol_dl.training")
 
@@ -84,7 +79,7 @@ class _NoRun:
 
 
 def run_training(
-    family_module: ModuleType,
+    family: Family | type[Family] | str | Any,
     *,
     clean_csv: str | Path,
     split_csv: str | Path,
@@ -102,6 +97,7 @@ def run_training(
 ) -> dict:
     """Train one model on one split and write model.pt, predictions.csv and history.csv.
 
+    family: a Family (class, instance or name; see `as_family`).
     model_spec: {"name", "family", "featurizer", "featurizer_spec", "params"} (the rule's
       params.model); training-loop keys of params go to TrainConfig, the rest to the family.
     run: a tracking.JobRun (or anything with log_params / log_metrics / set_tags), or None.
@@ -115,6 +111,7 @@ def run_training(
     label_columns = list(label_columns)
     cfg, model_params = training.TrainConfig.from_params(model_spec.get("params") or {})
     cfg = dataclasses.replace(cfg, seed=seed)
+    family = as_family(family, model_spec.get("params") or {})
 
     ids, y = read_labels(clean_csv, label_columns, task)
     split = read_split(split_csv, ids)
@@ -129,33 +126,28 @@ def run_training(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     training.set_seed(seed)  # weight initialization depends on the seed only
-    dataset = family_module.build_datasets(features, y, model_params)
+    dataset = family.build_datasets(features, y)
     if len(dataset) != len(ids):
         raise ValueError(
-            f"{family_module.__name__}.build_datasets returned {len(dataset)} examples "
+            f"{family.name}: build_datasets returned {len(dataset)} examples "
             f"for {len(ids)} clean rows"
         )
     subsets = {name: torch.utils.data.Subset(dataset, idx.tolist()) for name, idx in index.items()}
-    model = family_module.build_model(features, n_outputs, model_params)
-    if hasattr(family_module, "prepare_model"):
-        family_module.prepare_model(model, subsets["train"], model_params)
-    trainable = (
-        list(family_module.trainable_parameters(model))
-        if hasattr(family_module, "trainable_parameters")
-        else None
-    )
+    model = family.build_model(features, n_outputs)
+    family.prepare_model(model, subsets["train"])
+    trainable = family.trainable_parameters(model)
+    trainable = None if trainable is None else list(trainable)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = (
         sum(p.numel() for p in trainable)
         if trainable is not None
         else sum(p.numel() for p in model.parameters() if p.requires_grad)
     )
-    loader_params = {**model_params, "pin_memory": device.type == "cuda"}
 
     def loader(subset, shuffle: bool, loader_seed: int):
-        return family_module.make_loader(
+        return family.make_loader(
             subset, batch_size=cfg.batch_size, shuffle=shuffle, seed=loader_seed,
-            params=loader_params,
+            pin_memory=device.type == "cuda",
         )  # fmt: skip
 
     run.log_params(
@@ -210,9 +202,7 @@ def run_training(
 
     model.to("cpu")
     partial = trainable is not None
-    extra = family_module.extra_checkpoint(model, model_params) if hasattr(
-        family_module, "extra_checkpoint"
-    ) else {}  # fmt: skip
+    extra = family.extra_checkpoint(model)
     checkpoint = {
         "format": MODEL_FORMAT,
         "family": model_spec.get("family"),
@@ -225,7 +215,7 @@ def run_training(
         "label_columns": label_columns,
         "n_outputs": n_outputs,
         "target_scaler": result.target_scaler.to_dict(),
-        "feature_meta": getattr(family_module, "feature_meta", feature_meta)(features, len(ids)),
+        "feature_meta": family.feature_meta(features, len(ids)),
         "state_dict": training.training_state(model, trainable),
         "partial_state": partial,
         "extra": extra,
@@ -249,10 +239,10 @@ def run_training(
         "examples_per_second": (
             result.train_examples_seen / result.train_seconds if result.train_seconds else None
         ),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_memory_mb(),
     }
     if device.type == "cuda":
-        summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        summary["peak_cuda_mb"] = peak_memory_mb(device)
     run.log_metrics(summary)
     run.set_tags(
         {
@@ -363,21 +353,7 @@ def _n_outputs(task: str, y: np.ndarray, params: Mapping[str, Any]) -> int:
 
 
 def _file_fingerprint(path: str | Path) -> str:
-    path = Path(path)
-    stat = path.stat()
-    if stat.st_size > _HASH_LIMIT:
-        return f"size={stat.st_size};mtime_ns={stat.st_mtime_ns}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return hashing.fingerprint(path, _HASH_LIMIT)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -460,26 +436,96 @@ def feature_meta(features: Mapping[str, Any], n_examples: int) -> dict:
 # ----------------------------------------------------------------------------- reuse
 
 
+def as_family(family: Any, params: Mapping[str, Any] | None = None) -> Family:
+    """A Family instance with these params from: a Family instance (kept), a Family class, a
+    family name, a family module (biomol_dl.models.<name>), or any object with the functions
+    build_datasets(features, y, params), make_loader(subset, *, ..., params) and
+    build_model(features, n_outputs, params) (and optional hooks of the same shape)."""
+    if isinstance(family, Family):
+        return family
+    if isinstance(family, str):
+        return get_family(family)(params)
+    if isinstance(family, type) and issubclass(family, Family):
+        return family(params)
+    if isinstance(family, Functions):
+        return family.family(params)
+    if isinstance(family, ModuleType):
+        module = family.__name__
+        for cls in _registered():
+            if cls.__module__ == module:
+                return cls(params)
+    return _Functions(family, params)
+
+
+def _registered() -> list[type[Family]]:
+    from biomol_dl.models import families
+
+    return list(families().values())
+
+
+class _Functions(Family):
+    """A family given as functions of (..., params): each method calls the object's function."""
+
+    def __init__(self, functions: Any, params: Mapping[str, Any] | None):
+        self.functions = functions
+        self.name = str(getattr(functions, "__name__", "family")).rsplit(".", 1)[-1]
+        self.raw = dict(params or {})
+        _, self.model_params = training.TrainConfig.from_params(self.raw)
+        self.params, self.loop = None, {}  # type: ignore[assignment]
+
+    def _hook(self, name: str):
+        return getattr(self.functions, name, None)
+
+    def build_datasets(self, features, y):
+        return self.functions.build_datasets(features, y, self.model_params)
+
+    def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+        return self.functions.make_loader(subset, batch_size=batch_size, shuffle=shuffle,
+                                          seed=seed, params={**self.model_params,
+                                                             "pin_memory": pin_memory})  # fmt: skip
+
+    def build_model(self, features, n_outputs):
+        return self.functions.build_model(features, n_outputs, self.model_params)
+
+    def prepare_model(self, model, train_subset):
+        if self._hook("prepare_model"):
+            self.functions.prepare_model(model, train_subset, self.model_params)
+
+    def trainable_parameters(self, model):
+        hook = self._hook("trainable_parameters")
+        return hook(model) if hook else None
+
+    def extra_checkpoint(self, model):
+        hook = self._hook("extra_checkpoint")
+        return hook(model, self.model_params) if hook else {}
+
+    def check_checkpoint(self, model, checkpoint):
+        if self._hook("check_checkpoint"):
+            self.functions.check_checkpoint(model, checkpoint)
+
+    def feature_meta(self, features, n_examples):
+        hook = self._hook("feature_meta")
+        return hook(features, n_examples) if hook else feature_meta(features, n_examples)
+
+
 def load_trained(
-    model_pt: str | Path, family_module: ModuleType, features: Mapping[str, Any] | None = None
+    model_pt: str | Path, family: Any, features: Mapping[str, Any] | None = None
 ) -> tuple[Any, dict]:
     """(model in eval mode on CPU, checkpoint dict) from a model.pt that run_training wrote.
 
+    family: as for `as_family` (built with the checkpoint's hyperparameters).
     features: a features dict to build the model from; default: the checkpoint's feature_meta.
     """
     ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
         raise ValueError(f"{model_pt}: not a biomol_dl model checkpoint ({MODEL_FORMAT})")
-    family = family_module.__name__.rsplit(".", 1)[-1]
-    if ckpt.get("family") and ckpt["family"] != family:
-        raise ValueError(f"{model_pt}: a {ckpt['family']!r} model, not {family!r}")
-    model = family_module.build_model(
-        features if features is not None else ckpt["feature_meta"],
-        int(ckpt["n_outputs"]),
-        dict(ckpt["hyperparameters"]),
+    family = as_family(family, dict(ckpt["hyperparameters"]))
+    if ckpt.get("family") and ckpt["family"] != family.name:
+        raise ValueError(f"{model_pt}: a {ckpt['family']!r} model, not {family.name!r}")
+    model = family.build_model(
+        features if features is not None else ckpt["feature_meta"], int(ckpt["n_outputs"])
     )
-    if hasattr(family_module, "check_checkpoint"):
-        family_module.check_checkpoint(model, ckpt)
+    family.check_checkpoint(model, ckpt)
     result = model.load_state_dict(ckpt["state_dict"], strict=not ckpt["partial_state"])
     if ckpt["partial_state"] and result.unexpected_keys:
         raise ValueError(f"{model_pt}: state keys the model lacks: {result.unexpected_keys[:5]}")
@@ -488,7 +534,7 @@ def load_trained(
 
 
 def predict_inputs(
-    model_pt: str | Path, family_module: ModuleType, inputs: Sequence[str], threads: int = 1
+    model_pt: str | Path, family: Any, inputs: Sequence[str], threads: int = 1
 ) -> pd.DataFrame:
     """Predict new inputs (SMILES or sequences, already validated/canonical) with a model.pt.
 
@@ -498,19 +544,15 @@ def predict_inputs(
     from biomol_dl.features import build_featurizer
 
     torch.set_num_threads(max(1, int(threads)))
-    model, ckpt = load_trained(model_pt, family_module)
+    model, ckpt = load_trained(model_pt, family)
+    family = as_family(family, dict(ckpt["hyperparameters"]))
     inputs = list(inputs)
     features = build_featurizer(ckpt["featurizer_spec"]).featurize_table(inputs, threads)
     task, label_columns = ckpt["task"], list(ckpt["label_columns"])
-    params = dict(ckpt["hyperparameters"])
     y = np.full((len(inputs), len(label_columns)), np.nan, dtype=np.float32)
-    dataset = family_module.build_datasets(features, y, params)
-    loader = family_module.make_loader(
-        dataset,
-        batch_size=int(ckpt["train_config"]["batch_size"]),
-        shuffle=False,
-        seed=0,
-        params={**params, "pin_memory": False},
+    dataset = family.build_datasets(features, y)
+    loader = family.make_loader(
+        dataset, batch_size=int(ckpt["train_config"]["batch_size"]), shuffle=False, seed=0
     )
     preds = training.predict(
         model,
@@ -528,46 +570,47 @@ def predict_inputs(
 # ----------------------------------------------------------------------------- rule scripts
 
 
-def main(smk: Any, family: str) -> None:
-    """The whole body of a `scripts/train_<family>.py` rule script.
+def main(job: Job) -> None:
+    """The whole body of scripts/train.py, the rule script of every `train_<family>` rule.
 
-    Unpacks the snakemake object, trains inside one tracking run, and turns preemption into exit
-    status 143 with a one-line log message (rerunning the rule resumes from the saved state).
-    Families may define `report(model_pt) -> (params, metrics)` for extra tracking, e.g. which
-    pretrained model a PLM job used.
+    Builds the job's family from its params (`params.family`, `params.model`), trains inside one
+    tracking run, logs the family's `report` and turns preemption into exit status 143 with a
+    one-line log message (rerunning the rule resumes from the saved state).
     """
-    import importlib
-
     from biomol_dl import logutil, tracking
 
-    logutil.configure(smk.log[0])
-    rule_log = logutil.get(f"train_{family}")
-    module = importlib.import_module(f"biomol_dl.models.{family}")
+    logutil.configure(job.log_file)
+    rule_log = logutil.get(job.rule)
+    spec = dict(job.params["model"])
+    family = get_family(str(job.params["family"]))(spec.get("params") or {})
     try:
-        with tracking.job_run(smk) as run:
+        with tracking.job_run(
+            rule=job.rule, wildcards=job.wildcards, params=job.params, inputs=dict(job.input),
+            outputs=dict(job.output),
+        ) as run:  # fmt: skip
             try:
-                run_training(
-                    module,
-                    clean_csv=smk.input.clean,
-                    split_csv=smk.input.split,
-                    features_pt=smk.input.features,
-                    model_spec=dict(smk.params.model),
-                    task=smk.params.task,
-                    label_columns=list(smk.params.label_columns),
-                    seed=int(smk.wildcards.seed),
-                    out_model=smk.output.model,
-                    out_predictions=smk.output.predictions,
-                    out_history=smk.output.history,
-                    resume_dir=smk.params.resume_dir,
-                    threads=smk.threads,
+                family.train(
+                    clean_csv=job.input["clean"],
+                    split_csv=job.input["split"],
+                    features_pt=job.input["features"],
+                    model_spec=spec,
+                    task=str(job.params["task"]),
+                    label_columns=list(job.params["label_columns"]),
+                    seed=int(job.wildcards["seed"]),
+                    out_model=job.output["model"],
+                    out_predictions=job.output["predictions"],
+                    out_history=job.output["history"],
+                    resume_dir=job.params.get("resume_dir"),
+                    threads=job.threads,
                     run=run,
                 )
             except training.Preempted as stop:
                 run.set_tags({"preempted": str(stop)})
                 raise
-            if hasattr(module, "report"):
-                params, metrics = module.report(smk.output.model)
+            params, metrics = family.report(job.output["model"])
+            if params:
                 run.log_params(params)
+            if metrics:
                 run.log_metrics(metrics)
     except training.Preempted as stop:
         rule_log.warning(
@@ -575,5 +618,5 @@ def main(smk: Any, family: str) -> None:
         )
         sys.exit(stop.code)
     except Exception as err:
-        rule_log.error("train_%s failed: %s", family, err)
+        rule_log.error("%s failed: %s", job.rule, err)
         raise

@@ -1,6 +1,8 @@
 # Training: one rule per model family (train_rf, train_mlp, train_gnn, ...), so each declares its
-# own threads, memory and GPU request. A model name belongs to exactly one family, which keeps the
-# rules unambiguous. Resume checkpoints go to config["resume_dir"], outside the declared outputs.
+# own threads, memory and GPU request, all read from the family's class (biomol_dl.models:
+# model_file, mem_mb, runtime, uses_gpu); one script, scripts/train.py, serves them all. A model
+# name belongs to exactly one family, which keeps the rules unambiguous. Resume checkpoints go to
+# config["resume_dir"], outside the declared outputs.
 #
 # `params.model` is the model's own entry (biomol_dl.rule_params.train_model_spec): a change to
 # one model re-trains that model only; its `threads` are a resource, not an identity.
@@ -16,8 +18,7 @@ for _family, _meta in FAMILIES.items():
             split="results/{dataset}/split/seed{seed}.csv",
             features=lambda wc: f"results/{wc.dataset}/featurize/{config['models'][wc.model]['featurizer']}.pt",
         output:
-            model="results/{dataset}/train/{model}/seed{seed}/"
-            + ("model.skops" if _family == "rf" else "model.pt"),
+            model=f"results/{{dataset}}/train/{{model}}/seed{{seed}}/{_meta['model_file']}",
             predictions="results/{dataset}/train/{model}/seed{seed}/predictions.csv",
             history="results/{dataset}/train/{model}/seed{seed}/history.csv",
         log:
@@ -30,15 +31,14 @@ for _family, _meta in FAMILIES.items():
             "../../envs/torch.yaml"
         threads: lambda wc: config["models"][wc.model]["threads"]
         resources:
-            mem_mb=16000 if _meta["torch"] else 8000,
-            runtime=720 if _meta["torch"] else 120,
+            mem_mb=_meta["mem_mb"],
+            runtime=_meta["runtime"],
             gpu=1 if _meta["gpu"] else 0,
         params:
-            # The loop variable must be bound now: `script:` is formatted when the job runs.
             family=_family,
             model=lambda wc: rule_params.train_model_spec(config, wc.model),
             task=lambda wc: config["datasets"][wc.dataset]["task"],
             label_columns=lambda wc: config["datasets"][wc.dataset]["label_columns"],
             resume_dir=lambda wc: f"{config['resume_dir']}/{wc.dataset}/{wc.model}/seed{wc.seed}",
         script:
-            "../../scripts/train_{params.family}.py"
+            "../../scripts/train.py"

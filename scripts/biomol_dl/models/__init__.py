@@ -1,25 +1,26 @@
-"""Model-family registry: the `family` of a config model entry -> how it is trained.
+"""Model-family registry: the `family` of a config model entry -> its Family class.
 
-Each family has its own training rule (`train_<family>`, in workflow/rules/) so it can declare its
-own threads, memory and GPU request, and one rule script `scripts/train_<family>.py`.
-`gpu` marks families whose rule asks for a `gpu` resource (CUDA when present, CPU otherwise).
+A family is one class in one module of this package, registered with `@register("<name>")`
+(models/base.py holds the contract). `families()` imports every module here once and returns
+{name: class}; `get_family(name)` fails listing the valid names. Each family gets its own
+training rule `train_<family>` (workflow/rules/train.smk), with its own threads, memory and GPU
+request, all served by one rule script, scripts/train.py.
+
+FAMILIES: {name: {"kind", "gpu", "torch", "featurizers", "model_file", "mem_mb", "runtime"}},
+what the rules read.
 """
 
 from __future__ import annotations
 
-FAMILIES: dict[str, dict] = {
-    "rf": {"kind": "any", "gpu": False, "torch": False},
-    "mlp": {"kind": "any", "gpu": True, "torch": True},
-    "gnn": {"kind": "smiles", "gpu": True, "torch": True},
-    "smiles_transformer": {"kind": "smiles", "gpu": True, "torch": True},
-    "cnn": {"kind": "protein", "gpu": True, "torch": True},
-    "seq_transformer": {"kind": "protein", "gpu": True, "torch": True},
-    "plm_frozen": {"kind": "protein", "gpu": True, "torch": True},
-    "plm_lora": {"kind": "protein", "gpu": True, "torch": True},
-}
+from biomol_dl.models.base import Family, families, get_family, register
+
+FAMILIES: dict[str, dict] = {name: cls.meta() for name, cls in families().items()}
 
 
 def check_family(name: str) -> dict:
-    if name not in FAMILIES:
-        raise KeyError(f"unknown model family {name!r}; valid families: {', '.join(FAMILIES)}")
+    """The FAMILIES entry of a family name; an unknown name fails listing the valid ones."""
+    get_family(name)
     return FAMILIES[name]
+
+
+__all__ = ["FAMILIES", "Family", "check_family", "families", "get_family", "register"]

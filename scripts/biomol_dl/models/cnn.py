@@ -1,10 +1,7 @@
 """Model family `cnn`: a residual dilated 1D CNN over one-hot residues (featurizer `onehot` or
 `aa_tokens`), for protein property prediction without pretraining.
 
-The one-hot input is built on the fly from residue indices. Padding never reaches a real
-position: padded positions are zeroed before every convolution, which is exactly the zero padding
-a convolution applies at the end of an unpadded sequence, so a sequence predicts the same alone
-or in a padded batch. Pooling is a masked mean and max over residues.
+The network is models/nets/cnn.py (imported when used: this module imports no torch).
 
 params (besides the training-loop keys of `TrainConfig`):
   channels (128), kernel_size (5, odd), blocks (4; dilations 1, 2, 4, 8, 1, ...), dropout (0.1),
@@ -13,104 +10,44 @@ params (besides the training-loop keys of `TrainConfig`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
-from biomol_dl.features.protein import TokenExamples, settings, token_features, token_loader
-
-DEFAULTS = {"channels": 128, "kernel_size": 5, "blocks": 4, "dropout": 0.1, "head_hidden": 128}
+from biomol_dl.models._tokens import TokenFamily
+from biomol_dl.models.base import TokenParams, register
 
 
-def build_datasets(features: dict, y: np.ndarray, params: dict) -> TokenExamples:
-    token_features(features, "cnn")
-    return TokenExamples(features["tokens"], features["lengths"], y, ids_key="tokens")
+@dataclass(frozen=True)
+class CNNParams(TokenParams):
+    channels: int = 128
+    kernel_size: int = 5
+    blocks: int = 4
+    dropout: float = 0.1
+    head_hidden: int = 128
 
-
-def make_loader(dataset_subset: Any, *, batch_size: int, shuffle: bool, seed: int, params: dict):
-    return token_loader(
-        dataset_subset,
-        ids_key="tokens",
-        pad_id=0,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        params=params,
-    )
-
-
-def build_model(features: dict, n_outputs: int, params: dict) -> nn.Module:
-    token_features(features, "cnn")
-    p = settings("cnn", DEFAULTS, params)
-    vocab_size = int(features.get("vocab_size") or len(features["vocab"]))
-    return ResidualCNN(vocab_size, n_outputs, pad_index=int(features.get("pad_index", 0)), **p)
-
-
-class _Block(nn.Module):
-    """Pre-norm residual block: LayerNorm -> GELU -> dilated conv -> dropout, added back."""
-
-    def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
-        self.conv = nn.Conv1d(
-            channels,
-            channels,
-            kernel_size,
-            dilation=dilation,
-            padding=dilation * (kernel_size // 2),
-        )
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        # x: [B, C, L]; keep: [B, 1, L] float, 0 at padding (zeroed so it acts as conv padding)
-        h = nn.functional.gelu(self.norm(x.transpose(1, 2)).transpose(1, 2)) * keep
-        return (x + self.drop(self.conv(h))) * keep
-
-
-class ResidualCNN(nn.Module):
-    """One-hot residues -> input conv -> residual dilated blocks -> masked mean+max -> MLP head."""
-
-    def __init__(
-        self,
-        vocab_size: int,
-        n_outputs: int,
-        *,
-        pad_index: int = 0,
-        channels: int = 128,
-        kernel_size: int = 5,
-        blocks: int = 4,
-        dropout: float = 0.1,
-        head_hidden: int = 128,
-    ):
-        super().__init__()
-        if kernel_size % 2 != 1:
+    def check(self) -> None:
+        if self.kernel_size % 2 != 1:
             raise ValueError(
-                f"cnn: kernel_size must be odd (same-length convolutions), got {kernel_size}"
+                f"kernel_size must be odd (same-length convolutions), got {self.kernel_size}"
             )
-        self.vocab_size, self.pad_index = vocab_size, pad_index
-        self.inp = nn.Conv1d(vocab_size, channels, kernel_size, padding=kernel_size // 2)
-        self.blocks = nn.ModuleList(
-            _Block(channels, kernel_size, 2 ** (i % 4), dropout) for i in range(blocks)
-        )
-        self.norm = nn.LayerNorm(channels)
-        self.head = nn.Sequential(
-            nn.Linear(2 * channels, head_hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(head_hidden, n_outputs),
-        )
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        tokens, mask = batch["tokens"].long(), batch["mask"]
-        keep = mask.unsqueeze(1).to(self.inp.weight.dtype)
-        x = nn.functional.one_hot(tokens, self.vocab_size).to(keep.dtype).transpose(1, 2) * keep
-        x = self.inp(x) * keep
-        for block in self.blocks:
-            x = block(x, keep)
-        h = self.norm(x.transpose(1, 2))  # [B, L, C]
-        m = mask.unsqueeze(-1)
-        mean = h.masked_fill(~m, 0.0).sum(1) / m.sum(1).clamp(min=1)
-        peak = h.masked_fill(~m, torch.finfo(h.dtype).min).amax(1)
-        return self.head(torch.cat([mean, peak], dim=-1))
+
+@register("cnn")
+class CNNFamily(TokenFamily):
+    """Residual dilated 1D CNN with masked mean + max pooling."""
+
+    Params = CNNParams
+    featurizers = ("onehot", "aa_tokens")
+
+    def build_model(self, features: Mapping[str, Any], n_outputs: int):
+        from biomol_dl.models.nets.cnn import ResidualCNN
+
+        self.check_features(features)
+        p = self.params
+        vocab_size = int(features.get("vocab_size") or len(features["vocab"]))
+        return ResidualCNN(
+            vocab_size, n_outputs, pad_index=int(features.get("pad_index", 0)),
+            channels=p.channels, kernel_size=p.kernel_size, blocks=p.blocks,
+            dropout=float(p.dropout), head_hidden=p.head_hidden,
+        )  # fmt: skip

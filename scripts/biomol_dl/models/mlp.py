@@ -1,8 +1,9 @@
-"""The MLP family: a feed-forward network on one fixed-length vector per example.
+"""Model family `mlp`: a feed-forward network on one fixed-length vector per example.
 
 For config authors and for train_job. Works with any featurizer whose features dict has
 `{"ids": [...], "X": tensor [N, D, ...]}` (morgan / rdkit2d fingerprints and descriptors, kmer
-counts, one-hot sequences (flattened), PLM embeddings).
+counts, one-hot sequences (flattened), PLM embeddings). The network, dataset and loader are in
+models/nets/mlp.py (imported when used: this module imports no torch).
 
 Model params (config `models.<name>.params`, next to the training-loop keys of TrainConfig):
   hidden: [512, 256]   hidden layer widths (an int = one layer)
@@ -13,190 +14,86 @@ Model params (config `models.<name>.params`, next to the training-loop keys of T
   input_scaling: auto  standard | none | auto (none when every train value is 0/1, i.e.
                        fingerprints, else standard)
   input_clip: 10.0     standardized inputs are clipped to +-input_clip (null = no clipping)
-
-Input handling, fitted on the TRAIN rows only (`prepare_model`) and stored as model buffers so
-model.pt carries it: non-finite entries (RDKit descriptors give NaN / inf for some molecules) are
-replaced by the train mean of that column (0 if the column has no finite train value); with
-standard scaling, each column is centred and divided by its train sd (constant columns by 1) and
-then clipped, so heavy-tailed descriptors cannot dominate the first layer.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
+from biomol_dl.models.base import Family, Functions, TorchParams, register
 
-DEFAULTS: dict[str, Any] = {
-    "hidden": [512, 256],
-    "dropout": 0.1,
-    "batch_norm": False,
-    "activation": "relu",
-    "input_scaling": "auto",
-    "input_clip": 10.0,
-}
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-_CHUNK = 4096  # rows per pass when fitting input statistics: bounded memory on big tables
+ACTIVATIONS = ("relu", "gelu", "silu")
+INPUT_SCALINGS = ("auto", "standard", "none")
+FIXED_LENGTH = ("morgan", "rdkit2d", "kmer", "onehot", "plm_embedding")
 
 
-def _settings(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults + params, checked; an unknown key fails (a typo would otherwise be ignored)."""
-    unknown = sorted(set(params) - set(DEFAULTS) - {"n_classes", "pin_memory"})
-    if unknown:
-        raise ValueError(
-            f"mlp: unknown params {unknown}; valid: {sorted(DEFAULTS)} (+ training-loop keys)"
-        )
-    s = {**DEFAULTS, **params}
-    hidden = s["hidden"]
-    s["hidden"] = (
-        [int(hidden)] if isinstance(hidden, int | float | str) else [int(h) for h in hidden]
-    )
-    if any(h < 1 for h in s["hidden"]):
-        raise ValueError(f"mlp: hidden={hidden!r}: widths must be >= 1")
-    s["dropout"] = float(s["dropout"])
-    if not 0 <= s["dropout"] < 1:
-        raise ValueError(f"mlp: dropout={s['dropout']}: must be in [0, 1)")
-    if s["activation"] not in ACTIVATIONS:
-        raise ValueError(f"mlp: activation={s['activation']!r}: one of {sorted(ACTIVATIONS)}")
-    if s["input_scaling"] not in ("auto", "standard", "none"):
-        raise ValueError(f"mlp: input_scaling={s['input_scaling']!r}: auto | standard | none")
-    if s["input_clip"] is not None:
-        s["input_clip"] = float(s["input_clip"])
-    return s
+@dataclass(frozen=True)
+class MLPParams(TorchParams):
+    hidden: list[int] | int = (512, 256)
+    dropout: float = 0.1
+    batch_norm: bool = False
+    activation: str = "relu"
+    input_scaling: str = "auto"
+    input_clip: float | None = 10.0
+
+    @property
+    def widths(self) -> list[int]:
+        hidden = self.hidden
+        return [int(hidden)] if isinstance(hidden, int | float | str) else [int(h) for h in hidden]
+
+    def check(self) -> None:
+        if any(h < 1 for h in self.widths):
+            raise ValueError(f"hidden={self.hidden!r}: widths must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout}: must be in [0, 1)")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r}: one of {', '.join(ACTIVATIONS)}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(
+                f"input_scaling={self.input_scaling!r}: one of {', '.join(INPUT_SCALINGS)}"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """What the network takes (nets.mlp.MLP)."""
+        clip = None if self.input_clip is None else float(self.input_clip)
+        return {"hidden": self.widths, "dropout": float(self.dropout),
+                "batch_norm": self.batch_norm, "activation": self.activation, "input_clip": clip}  # fmt: skip
 
 
-class VectorDataset(torch.utils.data.Dataset):
-    """Rows of X with their labels; `__getitems__` lets a DataLoader slice whole batches."""
+@register("mlp")
+class MLPFamily(Family):
+    """MLP on fixed-length features; inputs imputed and standardized on the train rows."""
 
-    def __init__(self, X: torch.Tensor, y: np.ndarray):
-        self.X = X
-        self.y = torch.as_tensor(np.asarray(y, dtype=np.float32))
+    Params = MLPParams
+    featurizers = FIXED_LENGTH
 
-    def __len__(self) -> int:
-        return self.X.shape[0]
+    def build_datasets(self, features: Mapping[str, Any], y: Any) -> Sequence:
+        from biomol_dl.models.nets import mlp
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.X[i], "y": self.y[i]}
+        return mlp.build_datasets(features, y)
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return {"x": self.X[idx], "y": self.y[idx]}
+    def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+        from biomol_dl.models.nets import mlp
 
+        return mlp.make_loader(subset, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                               batch_norm=self.params.batch_norm, pin_memory=pin_memory)  # fmt: skip
 
-def _collate(batch: Any) -> dict[str, torch.Tensor]:
-    if isinstance(batch, dict):  # already a batch, from __getitems__
-        return batch
-    return torch.utils.data.default_collate(batch)
+    def build_model(self, features: Mapping[str, Any], n_outputs: int):
+        from biomol_dl.models.nets import mlp
 
+        return mlp.build_model(features, n_outputs, self.params.settings())
 
-def build_datasets(features: Mapping[str, Any], y: np.ndarray, params: Mapping[str, Any]):
-    """One example per row of features["X"] (index i = clean-table row i)."""
-    X = features.get("X")
-    if not torch.is_tensor(X) or X.dim() < 2:
-        raise ValueError("mlp: the features need an 'X' tensor [N, D] (a fixed-length featurizer)")
-    if X.shape[0] != len(y):
-        raise ValueError(f"mlp: features X has {X.shape[0]} rows for {len(y)} labelled rows")
-    return VectorDataset(X, y)
+    def prepare_model(self, model, train_subset) -> None:
+        from biomol_dl.models.nets import mlp
+
+        mlp.prepare_model(model, train_subset, self.params.input_scaling)
 
 
-def make_loader(dataset_subset, *, batch_size: int, shuffle: bool, seed: int, params: Mapping):
-    """A DataLoader whose order depends only on `seed`."""
-    s = _settings({k: v for k, v in params.items() if k != "pin_memory"})
-    generator = torch.Generator()
-    generator.manual_seed(int(seed))
-    n = len(dataset_subset)
-    return torch.utils.data.DataLoader(
-        dataset_subset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=_collate,
-        pin_memory=bool(params.get("pin_memory", False)),
-        # BatchNorm cannot train on a batch of one; drop the ragged tail only when training
-        drop_last=bool(shuffle and s["batch_norm"] and n > batch_size and n % batch_size == 1),
-    )
-
-
-class MLP(nn.Module):
-    """Impute -> (standardize, clip) -> [Linear -> (BatchNorm) -> activation -> Dropout]* -> Linear."""
-
-    def __init__(self, in_dim: int, n_outputs: int, settings: Mapping[str, Any]):
-        super().__init__()
-        self.input_clip = settings["input_clip"]
-        # filled by prepare_model from the train rows; buffers so they travel in the state dict
-        self.register_buffer("x_fill", torch.zeros(in_dim))
-        self.register_buffer("x_shift", torch.zeros(in_dim))
-        self.register_buffer("x_scale", torch.ones(in_dim))
-        self.register_buffer("standardized", torch.tensor(False))
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in settings["hidden"]:
-            layers.append(nn.Linear(width, h))
-            if settings["batch_norm"]:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(ACTIVATIONS[settings["activation"]]())
-            if settings["dropout"]:
-                layers.append(nn.Dropout(settings["dropout"]))
-            width = h
-        layers.append(nn.Linear(width, n_outputs))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        x = batch["x"].flatten(1).float()
-        x = torch.where(torch.isfinite(x), x, self.x_fill)
-        x = (x - self.x_shift) / self.x_scale
-        if self.input_clip is not None and bool(self.standardized):
-            x = x.clamp(-self.input_clip, self.input_clip)
-        return self.net(x)
-
-
-def build_model(features: Mapping[str, Any], n_outputs: int, params: Mapping[str, Any]) -> MLP:
-    """An MLP for features["X"]'s row size (works on the feature_meta stub too)."""
-    X = features["X"]
-    return MLP(math.prod(X.shape[1:]), n_outputs, _settings(params))
-
-
-def _train_rows(train_subset) -> Iterator[torch.Tensor]:
-    """Chunks of the train rows of X as float64 [n, D]."""
-    if isinstance(train_subset, torch.utils.data.Subset) and isinstance(
-        train_subset.dataset, VectorDataset
-    ):
-        X, idx = train_subset.dataset.X, torch.as_tensor(train_subset.indices, dtype=torch.long)
-    elif isinstance(train_subset, VectorDataset):
-        X, idx = train_subset.X, torch.arange(len(train_subset))
-    else:
-        raise TypeError(
-            f"mlp.prepare_model: expected a VectorDataset subset, got {type(train_subset)}"
-        )
-    for start in range(0, len(idx), _CHUNK):
-        yield X[idx[start : start + _CHUNK]].flatten(1).double()
-
-
-@torch.no_grad()
-def prepare_model(model: MLP, train_subset, params: Mapping[str, Any]) -> None:
-    """Fit imputation and input scaling on the train rows (two passes, chunked)."""
-    s = _settings(params)
-    total = torch.zeros_like(model.x_fill, dtype=torch.float64)
-    count = torch.zeros_like(total)
-    binary = True
-    for x in _train_rows(train_subset):
-        finite = torch.isfinite(x)
-        total += torch.where(finite, x, 0.0).sum(0)
-        count += finite.sum(0)
-        binary = binary and bool(((x == 0) | (x == 1) | ~finite).all())
-    mean = torch.where(count > 0, total / count.clamp(min=1), 0.0)
-    squares = torch.zeros_like(total)
-    for x in _train_rows(train_subset):
-        squares += torch.where(torch.isfinite(x), (x - mean) ** 2, 0.0).sum(0)
-    sd = torch.sqrt(squares / count.clamp(min=1))
-    sd = torch.where(torch.isfinite(sd) & (sd > 1e-12), sd, 1.0)
-    standardize = s["input_scaling"] == "standard" or (s["input_scaling"] == "auto" and not binary)
-    model.x_fill.copy_(mean.float())
-    model.standardized.fill_(standardize)
-    if standardize:
-        model.x_shift.copy_(mean.float())
-        model.x_scale.copy_(sd.float())
+# The family as functions of (..., params dict), for callers that hold one (tests, notebooks).
+_functions = Functions(MLPFamily)
+build_datasets = _functions.build_datasets
+make_loader = _functions.make_loader
+build_model = _functions.build_model
+prepare_model = _functions.prepare_model

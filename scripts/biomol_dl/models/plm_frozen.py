@@ -9,15 +9,14 @@ embeddings (finite, from plm_embedding).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import torch
-
-from biomol_dl.models import mlp
+from biomol_dl.models.base import register
+from biomol_dl.models.mlp import MLPFamily
 
 
-def _check(features: dict) -> None:
+def _check(features: Mapping[str, Any]) -> None:
     if "X" not in features or "embedding_dim" not in features:
         raise ValueError(
             "model family plm_frozen needs the plm_embedding featurizer (an `X` of "
@@ -25,33 +24,30 @@ def _check(features: dict) -> None:
         )
 
 
-def build_datasets(features: dict, y: np.ndarray, params: dict) -> Any:
-    _check(features)
-    finite = torch.isfinite(features["X"]).all(dim=1)
-    if not finite.all():
-        bad = int((~finite).nonzero()[0, 0])
-        raise ValueError(f"plm_frozen: the embedding of clean-table row {bad + 1} is not finite")
-    return mlp.build_datasets(features, y, params)
+@register("plm_frozen")
+class PLMFrozenFamily(MLPFamily):
+    """An MLP head on mean-pooled embeddings of a frozen protein language model."""
 
+    featurizers = ("plm_embedding",)
 
-def make_loader(dataset_subset: Any, *, batch_size: int, shuffle: bool, seed: int, params: dict):
-    return mlp.make_loader(
-        dataset_subset, batch_size=batch_size, shuffle=shuffle, seed=seed, params=params
-    )
+    def build_datasets(self, features: Mapping[str, Any], y: Any):
+        import torch
 
+        _check(features)
+        finite = torch.isfinite(features["X"]).all(dim=1)
+        if not finite.all():
+            bad = int((~finite).nonzero()[0, 0])
+            raise ValueError(
+                f"plm_frozen: the embedding of clean-table row {bad + 1} is not finite"
+            )
+        return super().build_datasets(features, y)
 
-def build_model(features: dict, n_outputs: int, params: dict) -> torch.nn.Module:
-    _check(features)
-    return mlp.build_model(features, n_outputs, params)
+    def build_model(self, features: Mapping[str, Any], n_outputs: int):
+        _check(features)
+        return super().build_model(features, n_outputs)
 
+    def report(self, model_file) -> tuple[dict, dict]:
+        """Which pretrained model this job used (name, folder, weights sha256), for the job's run."""
+        from biomol_dl import plm
 
-def prepare_model(model: torch.nn.Module, train_subset: Any, params: dict) -> None:
-    """Fit the MLP's input standardization on the train rows."""
-    mlp.prepare_model(model, train_subset, params)
-
-
-def report(model_pt) -> tuple[dict, dict]:
-    """Which pretrained model this job used (name, folder, weights sha256), for the job's run."""
-    from biomol_dl import plm
-
-    return plm.checkpoint_report(model_pt)
+        return plm.checkpoint_report(model_file)

@@ -1,39 +1,104 @@
-"""Random-forest baseline (scikit-learn) on fixed-length features.
+"""Model family `rf`: the random-forest baseline (scikit-learn) on fixed-length features.
 
 Tuned forests on fingerprints are strong on MoleculeNet-size data (Jiang et al. 2021), so every
 deep model is shown beside this one. Multitask-binary labels with gaps get one forest per task,
-each trained on the rows where that task is labelled.
+each trained on the rows where that task is labelled. An ordinary family that trains without the
+torch loop: it overrides `train` and `predict` and writes model.skops (skops.io: loading it
+trusts only scikit-learn and numpy types).
+
+params: n_estimators (500), max_features (sqrt; regression: 1/3, Breiman's default, unless
+given), min_samples_leaf (1), max_depth (null), and any other RandomForestRegressor /
+RandomForestClassifier argument except random_state and n_jobs (the seed and the job's threads).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from biomol_dl.logutil import get
+from biomol_dl.models.base import Family, ModelParams, register
+from biomol_dl.models.mlp import FIXED_LENGTH
 
 log = get(__name__)
 
-DEFAULTS = {"n_estimators": 500, "max_features": "sqrt", "min_samples_leaf": 1, "max_depth": None}
+RESERVED = ("random_state", "n_jobs")  # set by the family: the seed and the job's threads
 
 
-def _matrix(features: dict) -> np.ndarray:
+@dataclass(frozen=True)
+class RandomForestParams(ModelParams):
+    n_estimators: int = 500
+    # scikit-learn also takes a fraction for these two (min_samples_leaf: 0.01)
+    max_features: str | int | float | None = "sqrt"
+    min_samples_leaf: int | float = 1
+    max_depth: int | None = None
+    # any other RandomForest argument the config gives (checked against scikit-learn's)
+    options: dict = field(default_factory=dict, metadata={"open": True})
+
+    @classmethod
+    def open_keys(cls, keys: Iterable[str]) -> dict[str, str]:
+        """Every scikit-learn RandomForest argument the family does not set (imports sklearn,
+        about 2 s, so only when a config uses a key outside the fields)."""
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        names = {
+            name
+            for cls_ in (RandomForestClassifier, RandomForestRegressor)
+            for name in inspect.signature(cls_.__init__).parameters
+            if name != "self"
+        }
+        return {name: "Any" for name in sorted(names - set(RESERVED))}
+
+    @classmethod
+    def build(cls, values: Mapping[str, Any]) -> RandomForestParams:
+        fields = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        known = {k: v for k, v in values.items() if k in fields}
+        return cls(**known, options={k: v for k, v in values.items() if k not in fields})
+
+
+@register("rf")
+class RandomForestFamily(Family):
+    """scikit-learn random forest, the baseline every model is shown beside."""
+
+    Params = RandomForestParams
+    featurizers = FIXED_LENGTH
+    uses_torch = False
+    uses_gpu = False
+    model_file = "model.skops"
+    mem_mb = 8000
+    runtime = 120
+
+    def forest(self, task: str, seed: int, threads: int):
+        """An unfitted forest for the task (regression: Breiman's max_features 1/3 by default)."""
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        p = self.params
+        kwargs = {"n_estimators": p.n_estimators, "max_features": p.max_features,
+                  "min_samples_leaf": p.min_samples_leaf, "max_depth": p.max_depth, **p.options}  # fmt: skip
+        if task == "regression" and "max_features" not in self.model_params:
+            kwargs["max_features"] = 1.0 / 3
+        cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
+        return cls(random_state=seed, n_jobs=threads, **kwargs)
+
+    def train(self, *, model_spec: Mapping[str, Any], **job: Any) -> dict:
+        job = {k: v for k, v in job.items() if k != "resume_dir"}  # a forest has no epochs
+        return run_rf(model_spec=model_spec, family=self, **job)
+
+    def predict(self, model_file, inputs: Sequence[str], *, n_classes=None, threads: int = 1):
+        return predict_rf(model_file, inputs, n_classes=n_classes, threads=threads)
+
+
+def _matrix(features: Mapping[str, Any]):
+    import numpy as np
+
     X = features["X"].numpy() if hasattr(features["X"], "numpy") else np.asarray(features["X"])
-    X = X.reshape(len(X), -1).astype(np.float32)
-    return X
-
-
-def _forest(task: str, params: dict, seed: int, threads: int):
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
-    kwargs = {**DEFAULTS, **params}
-    if task == "regression" and kwargs["max_features"] == "sqrt" and "max_features" not in params:
-        kwargs["max_features"] = 1.0 / 3  # Breiman's regression default
-    return cls(random_state=seed, n_jobs=threads, **kwargs)
+    return X.reshape(len(X), -1).astype(np.float32)
 
 
 def run_rf(
@@ -50,12 +115,17 @@ def run_rf(
     out_history,
     threads=1,
     run=None,
+    family: RandomForestFamily | None = None,
 ) -> dict:
+    """Fit one forest per label column on the train rows; write model.skops, predictions.csv and
+    history.csv (one line: the fitting time)."""
+    import numpy as np
     import skops.io as sio
     import torch
 
     from biomol_dl.train_job import check_feature_ids, read_labels, read_split, write_predictions
 
+    family = family or RandomForestFamily(model_spec.get("params", {}))
     ids, y = read_labels(clean_csv, label_columns, task)
     split = read_split(split_csv, ids)
     train_rows = np.flatnonzero(split == "train")
@@ -66,24 +136,13 @@ def run_rf(
     col_mean = np.nan_to_num(np.nanmean(X[train_rows], axis=0)) if np.isnan(X).any() else None
     if col_mean is not None:
         X = np.where(np.isnan(X), col_mean, X)
-    params = dict(model_spec.get("params", {}))
+    n_classes = int(np.nanmax(y)) + 1 if task == "multiclass" else None
     start = time.perf_counter()
     forests, columns = [], []
     for t, name in enumerate(label_columns):
         rows = train_rows[~np.isnan(y[train_rows, t])]
-        forest = _forest(task, params, seed, threads).fit(X[rows], y[rows, t])
-        if task == "regression":
-            columns.append(forest.predict(X))
-        elif task == "multiclass":
-            proba = np.zeros((len(X), int(np.nanmax(y)) + 1))
-            proba[:, forest.classes_.astype(int)] = forest.predict_proba(X)
-            columns.extend(proba.T)
-        else:
-            classes = list(forest.classes_)
-            p_one = (
-                forest.predict_proba(X)[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
-            )
-            columns.append(p_one)
+        forest = family.forest(task, seed, threads).fit(X[rows], y[rows, t])
+        columns.extend(_predict_columns(forest, X, task, n_classes).T)
         forests.append(forest)
         log.info(
             "task %s: forest of %d trees fitted on %d rows", name, forest.n_estimators, len(rows)
@@ -91,19 +150,82 @@ def run_rf(
     seconds = time.perf_counter() - start
     preds = np.stack(columns, axis=1)
     write_predictions(out_predictions, ids, split, task, label_columns, y, preds)
-    sio.dump(
-        {
-            "forests": forests,
-            "impute": col_mean,
-            "spec": model_spec,
-            "task": task,
-            "label_columns": label_columns,
-        },
-        out_model,
-    )
+    bundle = {"forests": forests, "impute": col_mean, "spec": dict(model_spec), "task": task,
+              "label_columns": list(label_columns)}  # fmt: skip
+    sio.dump(bundle, out_model)
     Path(out_history).write_text("epoch,seconds\n" + f"0,{seconds:.3f}\n")
     stats = {"train_seconds": seconds, "n_train": len(train_rows)}
     if run is not None:
         run.log_params({"model": json.dumps(model_spec, default=str)[:5000], "seed": seed})
         run.log_metrics(stats)
     return stats
+
+
+def _predict_columns(forest, X, task: str, n_classes: int | None):
+    """[N, 1] values or P(class 1), or [N, K] class probabilities (multiclass) of one forest."""
+    import numpy as np
+
+    if task == "regression":
+        return forest.predict(X)[:, None]
+    if task == "multiclass":
+        classes = forest.classes_.astype(int)
+        proba = np.zeros((len(X), n_classes or int(classes.max()) + 1))
+        proba[:, classes] = forest.predict_proba(X)
+        return proba
+    classes = list(forest.classes_)
+    if 1 not in classes:
+        return np.zeros((len(X), 1))
+    return forest.predict_proba(X)[:, classes.index(1)][:, None]
+
+
+def load_rf(path: str | Path) -> dict:
+    """The dict run_rf saved with skops; refuses types outside scikit-learn and numpy."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=str(path))
+    unexpected = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
+    if unexpected:
+        raise ValueError(f"{path}: will not load unexpected types {unexpected}")
+    bundle = sio.load(str(path), trusted=untrusted)
+    if not isinstance(bundle, dict) or "forests" not in bundle:
+        raise ValueError(f"{path}: not a biomol_dl random-forest file")
+    return bundle
+
+
+def predict_rf(
+    model_file: str | Path,
+    inputs: Sequence[str],
+    *,
+    n_classes: int | None = None,
+    threads: int = 1,
+):
+    """Long-format predictions (input, task, y_pred [+ p_k]) of a random forest on new inputs.
+
+    The same featurizer and training-mean imputation of NaN features as run_rf, P(class 1) for
+    binary tasks, K-column probabilities for multiclass (K = n_classes, or the largest class the
+    forest saw + 1).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from biomol_dl.features import build_featurizer
+
+    bundle = load_rf(model_file)
+    spec = bundle["spec"]
+    features = build_featurizer(spec["featurizer_spec"]).featurize_table(list(inputs), threads)
+    X = _matrix(features)
+    if bundle.get("impute") is not None:
+        X = np.where(np.isnan(X), bundle["impute"], X)
+    task, frames = bundle["task"], []
+    for forest, name in zip(bundle["forests"], bundle["label_columns"], strict=True):
+        forest.n_jobs = max(1, int(threads))
+        frame = pd.DataFrame({"input": list(inputs), "task": name})
+        columns = _predict_columns(forest, X, task, n_classes)
+        if task == "multiclass":
+            frame["y_pred"] = columns.argmax(axis=1)
+            for k in range(columns.shape[1]):
+                frame[f"p_{k}"] = columns[:, k]
+        else:
+            frame["y_pred"] = columns[:, 0]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

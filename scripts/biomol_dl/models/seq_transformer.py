@@ -1,10 +1,8 @@
 """Model family `seq_transformer`: a transformer encoder trained from scratch on residue tokens
 (featurizer `aa_tokens`, or `onehot` with mean pooling).
 
-The baseline that shows what pretraining buys: same architecture family as a protein language
-model, no pretraining. Padding is handled with a key padding mask and masked pooling, so a
-sequence predicts the same alone or in a padded batch. Positions are sinusoidal (no maximum
-length is baked into the weights).
+The baseline that shows what pretraining buys. The network is models/nets/seq_transformer.py
+(imported when used: this module imports no torch).
 
 params (besides the training-loop keys of `TrainConfig`):
   d_model (128), heads (4), layers (3), ff_mult (4), dropout (0.1), pooling (mean | cls; cls
@@ -13,115 +11,52 @@ params (besides the training-loop keys of `TrainConfig`):
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
+from biomol_dl.models._tokens import TokenFamily
+from biomol_dl.models.base import TokenParams, register
 
-from biomol_dl.features.protein import TokenExamples, settings, token_features, token_loader
-
-DEFAULTS = {
-    "d_model": 128,
-    "heads": 4,
-    "layers": 3,
-    "ff_mult": 4,
-    "dropout": 0.1,
-    "pooling": "mean",
-}
+POOLINGS = ("mean", "cls")
 
 
-def build_datasets(features: dict, y: np.ndarray, params: dict) -> TokenExamples:
-    token_features(features, "seq_transformer")
-    return TokenExamples(features["tokens"], features["lengths"], y, ids_key="tokens")
+@dataclass(frozen=True)
+class SeqTransformerParams(TokenParams):
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 3
+    ff_mult: int = 4
+    dropout: float = 0.1
+    pooling: str = "mean"
+
+    def check(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLINGS)}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
 
 
-def make_loader(dataset_subset: Any, *, batch_size: int, shuffle: bool, seed: int, params: dict):
-    return token_loader(
-        dataset_subset,
-        ids_key="tokens",
-        pad_id=0,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        params=params,
-    )
+@register("seq_transformer")
+class SeqTransformerFamily(TokenFamily):
+    """Pre-norm transformer encoder with sinusoidal positions and masked pooling."""
 
+    Params = SeqTransformerParams
+    featurizers = ("aa_tokens", "onehot")
 
-def build_model(features: dict, n_outputs: int, params: dict) -> nn.Module:
-    token_features(features, "seq_transformer")
-    p = settings("seq_transformer", DEFAULTS, params)
-    vocab = list(features.get("vocab") or [])
-    if p["pooling"] == "cls" and "<cls>" not in vocab:
-        raise ValueError(
-            "seq_transformer: pooling cls needs the aa_tokens featurizer (a leading <cls>)"
-        )
-    if p["pooling"] not in ("mean", "cls"):
-        raise ValueError(f"seq_transformer: unknown pooling {p['pooling']!r}; valid: mean, cls")
-    if p["d_model"] % p["heads"]:
-        raise ValueError(
-            f"seq_transformer: d_model {p['d_model']} is not divisible by heads {p['heads']}"
-        )
-    vocab_size = int(features.get("vocab_size") or len(vocab))
-    return SequenceTransformer(
-        vocab_size, n_outputs, pad_index=int(features.get("pad_index", 0)), **p
-    )
+    def build_model(self, features: Mapping[str, Any], n_outputs: int):
+        from biomol_dl.models.nets.seq_transformer import SequenceTransformer
 
-
-def sinusoid(length: int, dim: int, device: torch.device) -> torch.Tensor:
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(
-        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
-    )
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(position * freq)
-    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
-    return table
-
-
-class SequenceTransformer(nn.Module):
-    """Token embedding + sinusoidal positions -> pre-norm transformer encoder -> pooled -> head."""
-
-    def __init__(
-        self,
-        vocab_size: int,
-        n_outputs: int,
-        *,
-        pad_index: int = 0,
-        d_model: int = 128,
-        heads: int = 4,
-        layers: int = 3,
-        ff_mult: int = 4,
-        dropout: float = 0.1,
-        pooling: str = "mean",
-    ):
-        super().__init__()
-        self.pooling, self.d_model = pooling, d_model
-        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_index)
-        layer = nn.TransformerEncoderLayer(
-            d_model,
-            heads,
-            ff_mult * d_model,
-            dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        # No nested-tensor fast path: same numerics in training and evaluation.
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(d_model, n_outputs)
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        tokens, mask = batch["tokens"].long(), batch["mask"]
-        x = self.embed(tokens) * math.sqrt(self.d_model)
-        x = self.drop(x + sinusoid(tokens.shape[1], self.d_model, tokens.device).to(x.dtype))
-        h = self.norm(self.encoder(x, src_key_padding_mask=~mask))
-        if self.pooling == "cls":
-            pooled = h[:, 0]
-        else:
-            m = mask.unsqueeze(-1)
-            pooled = h.masked_fill(~m, 0.0).sum(1) / m.sum(1).clamp(min=1)
-        return self.head(self.drop(pooled))
+        self.check_features(features)
+        p = self.params
+        vocab = list(features.get("vocab") or [])
+        if p.pooling == "cls" and "<cls>" not in vocab:
+            raise ValueError(
+                "seq_transformer: pooling cls needs the aa_tokens featurizer (a leading <cls>)"
+            )
+        vocab_size = int(features.get("vocab_size") or len(vocab))
+        return SequenceTransformer(
+            vocab_size, n_outputs, pad_index=int(features.get("pad_index", 0)),
+            d_model=p.d_model, heads=p.heads, layers=p.layers, ff_mult=p.ff_mult,
+            dropout=float(p.dropout), pooling=p.pooling,
+        )  # fmt: skip

@@ -67,9 +67,11 @@ def report_layout(config: Mapping) -> dict[str, dict[str, Any]]:
 
 
 def model_file(config: Mapping, dataset: str, model: str, seed: int) -> str:
-    """The training rule's model file: model.skops for random forests, model.pt otherwise."""
-    ext = "skops" if config["models"][model]["family"] == "rf" else "pt"
-    return f"results/{dataset}/train/{model}/seed{seed}/model.{ext}"
+    """The training rule's model file (the family's `model_file`: model.pt, model.skops, ...)."""
+    from biomol_dl.models import FAMILIES
+
+    name = FAMILIES[config["models"][model]["family"]]["model_file"]
+    return f"results/{dataset}/train/{model}/seed{seed}/{name}"
 
 
 def predict_specs(config: Mapping) -> dict[str, dict[str, Any]]:

@@ -1,9 +1,0 @@
-"""Rule train_cnn: a residual dilated 1D CNN on one-hot protein sequences.
-
-The shared body (biomol_dl.train_job.main) trains inside one MLflow run; on SIGTERM (SLURM
-preemption or time limit) it saves the resume state and exits with status 143.
-"""
-
-from biomol_dl.train_job import main
-
-main(snakemake, "cnn")
