@@ -585,26 +585,7 @@ def validate_table(
         )
 
     # 1. identifiers and inputs
-    candidates: list[dict[str, Any]] = []
-    n_filled = 0
-    with checker.quiet():
-        for i in range(n):
-            rid = ids[i].strip() if ids is not None else ""
-            if not rid:
-                n_filled += ids is not None
-                rid = f"row{i + 1}"
-            try:
-                out, key = checker(inputs[i])
-            except _Reject as err:
-                reject(i, rid, err)
-            else:
-                size = len(checker.sizes) - 1
-                group = (key, *within_values[i])
-                candidates.append(
-                    {"i": i, "id": rid, "input": out, "key": key, "group": group, "size": size}
-                )
-            if (i + 1) % PROGRESS_EVERY == 0:
-                log.info("validated %d/%d rows", i + 1, n)
+    candidates, n_filled = _check_inputs(checker, inputs, ids, within_values, reject)
 
     # 2. labels (class lists and binary mappings are decided from the rows still in play)
     parse, classes = _label_parser(
@@ -652,6 +633,41 @@ def validate_table(
     }
     assert summary["kept"] + summary["rejected"] == n, "validation lost rows"  # the invariant
     return clean, rejects_df, summary
+
+
+def _check_inputs(
+    checker: Any,
+    inputs: list[str],
+    ids: list[str] | None,
+    within_values: list,
+    reject: Callable[[int, str, _Reject], None],
+) -> tuple[list[dict[str, Any]], int]:
+    """Step 1 of `validate_table`: each row's id (row<N> when empty) and checked input.
+
+    Returns the rows still in play ({"i", "id", "input", "key", "group", "size"}) and how many
+    ids were filled in; rejected rows go to `reject`.
+    """
+    candidates: list[dict[str, Any]] = []
+    n_filled, n = 0, len(inputs)
+    with checker.quiet():
+        for i in range(n):
+            rid = ids[i].strip() if ids is not None else ""
+            if not rid:
+                n_filled += ids is not None
+                rid = f"row{i + 1}"
+            try:
+                out, key = checker(inputs[i])
+            except _Reject as err:
+                reject(i, rid, err)
+            else:
+                size = len(checker.sizes) - 1
+                group = (key, *within_values[i])
+                candidates.append(
+                    {"i": i, "id": rid, "input": out, "key": key, "group": group, "size": size}
+                )
+            if (i + 1) % PROGRESS_EVERY == 0:
+                log.info("validated %d/%d rows", i + 1, n)
+    return candidates, n_filled
 
 
 def _check_spec_columns(df: pd.DataFrame, spec: dict, source_name: str) -> None:

@@ -314,6 +314,12 @@ def _featurize_chunk(
 def _featurize_molecules(
     options: dict, start: int, smiles_list: Sequence[str]
 ) -> dict[str, np.ndarray]:
+    raw = _read_molecules(options, start, smiles_list)
+    return _graph_arrays(options, _Tables.get(options["elements"]), raw)
+
+
+def _read_molecules(options: dict, start: int, smiles_list: Sequence[str]) -> dict[str, list]:
+    """Parse each SMILES and collect the raw per-atom / per-bond codes of the chunk, as lists."""
     from rdkit import Chem
 
     Atom, Bond = Chem.Atom, Chem.Bond
@@ -404,7 +410,22 @@ def _featurize_molecules(
         n_bonds.append(nb)
         if options["add_descriptors"]:
             mols_for_descriptors.append(mol)
+    return {
+        "z": z, "charge": charge, "hyb": hyb, "arom": arom, "total_h": total_h, "chiral": chiral,
+        "mass": mass, "begin": begin, "end": end, "order": order, "conj": conj,
+        "bond_ring": bond_ring, "stereo": stereo, "n_atoms": n_atoms, "n_bonds": n_bonds,
+        "mols_for_descriptors": mols_for_descriptors,
+    }  # fmt: skip
 
+
+def _graph_arrays(options: dict, tables: _Tables, raw: dict[str, list]) -> dict[str, np.ndarray]:
+    """The chunk's codes as one-hot atom / bond features, directed edges and per-molecule counts."""
+    fast = options.get("fast_paths", True)
+    n_atoms, n_bonds, begin, end = raw["n_atoms"], raw["n_bonds"], raw["begin"], raw["end"]
+    z, total_h, order, arom, mass = raw["z"], raw["total_h"], raw["order"], raw["arom"], raw["mass"]
+    charge, hyb, chiral, conj, stereo = (
+        raw["charge"], raw["hyb"], raw["chiral"], raw["conj"], raw["stereo"]
+    )  # fmt: skip
     n_atoms_arr = np.asarray(n_atoms, dtype=np.int64)
     n_bonds_arr = np.asarray(n_bonds, dtype=np.int64)
     total = int(n_atoms_arr.sum())
@@ -413,7 +434,7 @@ def _featurize_molecules(
     begin_arr = np.asarray(begin, dtype=np.int64)
     end_arr = np.asarray(end, dtype=np.int64)
     ends = np.concatenate([begin_arr + bond_offset, end_arr + bond_offset])
-    bond_ring_arr = np.asarray(bond_ring, dtype=bool).astype(np.float32)
+    bond_ring_arr = np.asarray(raw["bond_ring"], dtype=bool).astype(np.float32)
 
     z_arr = np.asarray(z, dtype=np.int64)
     h_arr = np.asarray(total_h, dtype=np.int64)
@@ -467,7 +488,7 @@ def _featurize_molecules(
         "n_edges": 2 * n_bonds_arr,
     }
     if options["add_descriptors"]:
-        out["descriptors"] = _descriptors(mols_for_descriptors, options["descriptor_names"])
+        out["descriptors"] = _descriptors(raw["mols_for_descriptors"], options["descriptor_names"])
     return out
 
 

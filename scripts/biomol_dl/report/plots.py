@@ -435,6 +435,42 @@ def _errors(task: str, test: pd.DataFrame) -> tuple[np.ndarray, str]:
     return np.abs(test["y_true"] - test["y_pred"]).to_numpy(), "|label − P(class 1)|"
 
 
+def _task_plots(
+    add, task: str, test: pd.DataFrame, *, title: str, which: str, validate_summary: str | Path
+) -> None:
+    """The plots that depend on the task: parity; ROC, PR and calibration; or confusion."""
+    n_test = test["id"].nunique()
+    if task == "regression":
+        label = str(test["task"].iloc[0])
+        add("parity", parity_figure(test["y_true"], test["y_pred"], label=label, title=title),
+            f"Predicted vs measured {label} on the {n_test} test examples ({which}). Dashed: "
+            "the identity line; RMSE and R² of this seed in the legend.")  # fmt: skip
+    elif task in M.BINARY_TASKS:
+        tasks = [(str(name), rows["y_true"].to_numpy().astype(int), rows["y_pred"].to_numpy())
+                 for name, rows in test.groupby("task", sort=False)]  # fmt: skip
+        per_task = "one panel per task, " if 1 < len(tasks) <= MAX_PANELS else ""
+        add("roc", roc_figure(tasks, title=title),
+            f"ROC curve on the test split ({per_task}{which}); dashed: chance.")  # fmt: skip
+        add("pr", pr_figure(tasks, title=title),
+            f"Precision-recall curve on the test split ({per_task}{which}); dashed: the share "
+            "of positives, what a random ranking achieves.")  # fmt: skip
+        pooled = " (all tasks pooled)" if len(tasks) > 1 else ""
+        add("calibration",
+            calibration_figure(test["y_true"], test["y_pred"], title=title),
+            f"Calibration on the test split{pooled} ({which}): observed share of positives "
+            "against the mean predicted probability in bins holding equal numbers of "
+            "examples; below, how the predicted probabilities are spread.")  # fmt: skip
+    elif task == "multiclass":
+        classes = json.loads(Path(validate_summary).read_text()).get("classes")
+        names = list(classes) if classes else sorted({str(int(v)) for v in test["y_true"]})
+        add("confusion",
+            confusion_figure(test["y_true"], test["y_pred"], names, title=title),
+            f"Confusion matrix on the test split ({which}): counts, coloured by the share of "
+            "each true class.")  # fmt: skip
+    else:
+        raise ValueError(f"unknown task {task!r}")
+
+
 def run_model_plots(
     *,
     dataset: str,
@@ -480,36 +516,7 @@ def run_model_plots(
                          "svg": f"{name}.svg", "seeds": list(seeds), "caption": caption})  # fmt: skip
         log.info("%s/%s: %s written", dataset, model, name)
 
-    n_test = test["id"].nunique()
-    if task == "regression":
-        label = str(test["task"].iloc[0])
-        add("parity", parity_figure(test["y_true"], test["y_pred"], label=label, title=title),
-            f"Predicted vs measured {label} on the {n_test} test examples ({which}). Dashed: "
-            "the identity line; RMSE and R² of this seed in the legend.")  # fmt: skip
-    elif task in M.BINARY_TASKS:
-        tasks = [(str(name), rows["y_true"].to_numpy().astype(int), rows["y_pred"].to_numpy())
-                 for name, rows in test.groupby("task", sort=False)]  # fmt: skip
-        per_task = "one panel per task, " if 1 < len(tasks) <= MAX_PANELS else ""
-        add("roc", roc_figure(tasks, title=title),
-            f"ROC curve on the test split ({per_task}{which}); dashed: chance.")  # fmt: skip
-        add("pr", pr_figure(tasks, title=title),
-            f"Precision-recall curve on the test split ({per_task}{which}); dashed: the share "
-            "of positives, what a random ranking achieves.")  # fmt: skip
-        pooled = " (all tasks pooled)" if len(tasks) > 1 else ""
-        add("calibration",
-            calibration_figure(test["y_true"], test["y_pred"], title=title),
-            f"Calibration on the test split{pooled} ({which}): observed share of positives "
-            "against the mean predicted probability in bins holding equal numbers of "
-            "examples; below, how the predicted probabilities are spread.")  # fmt: skip
-    elif task == "multiclass":
-        classes = json.loads(Path(validate_summary).read_text()).get("classes")
-        names = list(classes) if classes else sorted({str(int(v)) for v in test["y_true"]})
-        add("confusion",
-            confusion_figure(test["y_true"], test["y_pred"], names, title=title),
-            f"Confusion matrix on the test split ({which}): counts, coloured by the share of "
-            "each true class.")  # fmt: skip
-    else:
-        raise ValueError(f"unknown task {task!r}")
+    _task_plots(add, task, test, title=title, which=which, validate_summary=validate_summary)
 
     clean = read_table(clean_csv)
     inputs = dict(zip(clean["id"], clean["input"], strict=True))
