@@ -35,7 +35,9 @@ def _config(tiny_config: dict) -> dict:
 def _training_process(parent: psutil.Process) -> psutil.Process | None:
     for child in parent.children(recursive=True):
         try:
-            if any("train_mlp" in part for part in child.cmdline()):
+            # the rule's script: scripts/train.py for every family (Snakemake runs a copy named
+            # .snakemake/scripts/tmpXXXX.train.py), formerly scripts/train_mlp.py
+            if any(part.endswith("train.py") or "train_mlp" in part for part in child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             continue
