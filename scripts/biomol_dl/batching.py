@@ -14,9 +14,6 @@ from typing import Any
 
 import numpy as np
 
-# params every token family takes (batching), and what train_job adds
-LOADER_KEYS = {"max_tokens", "bucket_batches", "n_classes", "pin_memory"}
-
 
 def pad_ids(rows: Sequence[Any], pad_id: int, dtype: Any = None) -> Any:
     """[N, W] tensor of 1-D id rows (tensors or int lists) padded at the end with pad_id, W the

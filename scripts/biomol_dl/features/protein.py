@@ -22,15 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Batching lives in biomol_dl.batching; LOADER_KEYS, TokenExamples and token_loader stay
-# importable from here for models/ and config.py until they import biomol_dl.batching.
-from biomol_dl.batching import (  # noqa: F401
-    LOADER_KEYS,
-    TokenExamples,
-    pad_ids,
-    padding_mask,
-    token_loader,
-)
+# TokenExamples and token_loader live in biomol_dl.batching; re-exported here only until
+# models/_tokens.py imports them from there.
+from biomol_dl.batching import TokenExamples, pad_ids, padding_mask, token_loader  # noqa: F401
 from biomol_dl.logutil import get
 from biomol_dl.residues import NONSTANDARD, UNKNOWN
 from biomol_dl.residues import STANDARD as AMINO_ACIDS
@@ -420,18 +414,7 @@ class PLMEmbeddingFeaturizer:
         }
 
 
-# --- params and inputs of the sequence model families --------------------------------------------
-
-
-def settings(family: str, defaults: dict, params: dict) -> dict:
-    """Defaults + params; an unknown key fails (a typo would otherwise be silently ignored)."""
-    unknown = sorted(set(params) - set(defaults) - LOADER_KEYS)
-    if unknown:
-        raise ValueError(
-            f"{family}: unknown params {unknown}; valid: {sorted(set(defaults) | LOADER_KEYS)} "
-            "(+ training-loop keys)"
-        )
-    return {**defaults, **{k: v for k, v in params.items() if k in defaults}}
+# --- inputs of the sequence model families ---------------------------------------------------
 
 
 def token_features(features: dict, family: str) -> None:
