@@ -9,10 +9,11 @@ For the model-family authors and for `train_job.run_training`, which is the usua
 
 What `fit` does, top to bottom: AdamW (no weight decay on biases and norm weights); a learning
 rate that warms up linearly then follows a cosine / exponential / plateau / constant schedule
-(a torch LambdaLR, stepped per optimizer step); masked losses so NaN labels (missing multitask labels) contribute neither loss nor
-gradient; regression targets standardized per task with mean / sd of the TRAIN rows; optional
-class weights from the train labels; gradient accumulation and clipping; mixed precision on CUDA
-only; early stopping on the validation metric with the best weights restored at the end.
+(a torch LambdaLR, stepped per optimizer step); masked losses so NaN labels (missing multitask
+labels) contribute neither loss nor gradient; regression targets standardized per task with
+mean / sd of the TRAIN rows; optional class weights from the train labels; gradient accumulation
+and clipping (torch.nn.utils.clip_grad_norm_); mixed precision on CUDA only; early stopping on
+the validation metric with the best weights restored at the end.
 
 `fit` is a short driver; read it first. Its parts, in the order an epoch runs them:
 `_train_epoch` (`_backward` per micro-batch, `_optimizer_step`), `_validate` (`_evaluate`, under
@@ -678,7 +679,7 @@ class _LrFactor:
 
 @dataclass
 class _LoopState:
-    """What changes as training runs, apart from weights, optimizer and schedule: `loop` in last.pt."""
+    """What changes as training runs, besides weights, optimizer, schedule: `loop` in last.pt."""
 
     epoch: int = 0  # completed epochs
     batch: int = 0  # micro-batches done in the running epoch (mid-epoch checkpoint only)
