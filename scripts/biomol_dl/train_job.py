@@ -584,10 +584,7 @@ def main(job: Job) -> None:
     spec = dict(job.params["model"])
     family = get_family(str(job.params["family"]))(spec.get("params") or {})
     try:
-        with tracking.job_run(
-            rule=job.rule, wildcards=job.wildcards, params=job.params, inputs=dict(job.input),
-            outputs=dict(job.output),
-        ) as run:  # fmt: skip
+        with tracking.job_run(job) as run:
             try:
                 family.train(
                     clean_csv=job.input["clean"],

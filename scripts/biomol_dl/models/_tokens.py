@@ -1,5 +1,5 @@
 """What the residue-token families (cnn, seq_transformer, plm_lora) share: one example per
-sequence of token ids, batched by length (features/protein.py's TokenExamples and token_loader).
+sequence of token ids, batched by length (biomol_dl.batching's TokenExamples and token_loader).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ class TokenFamily(Family):
         token_features(features, self.name)
 
     def build_datasets(self, features: Mapping[str, Any], y: Any):
-        from biomol_dl.features.protein import TokenExamples
+        from biomol_dl.batching import TokenExamples
 
         self.check_features(features)
         key = self.ids_key
         return TokenExamples(features[key], features["lengths"], y, ids_key=key)
 
     def make_loader(self, subset: Sequence, *, batch_size, shuffle, seed, pin_memory=False):
-        from biomol_dl.features.protein import token_loader
+        from biomol_dl.batching import token_loader
 
         batching = {"max_tokens": self.params.max_tokens,
                     "bucket_batches": self.params.bucket_batches, "pin_memory": pin_memory}  # fmt: skip

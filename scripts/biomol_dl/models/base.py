@@ -85,7 +85,7 @@ class TorchParams(ModelParams):
 
 @dataclass(frozen=True)
 class TokenParams(TorchParams):
-    """Params of the residue-token families: how batches are made (features/protein.py)."""
+    """Params of the residue-token families: how batches are made (biomol_dl.batching)."""
 
     max_tokens: int | None = None  # cap on padded tokens per batch (null: batch_size sequences)
     bucket_batches: int = 50  # batches per length bucket, shuffled together
