@@ -251,3 +251,26 @@ def test_descriptors_see_the_same_rings_as_rdkit():
         np.testing.assert_allclose(row, want, rtol=1e-5, err_msg=smi)
     plain = MolGraphFeaturizer().featurize_table(cages)
     assert torch.equal(plain["x"], f.featurize_table(cages)["x"])
+
+
+def test_rdkit2d_and_graph_descriptors_are_one_table():
+    # rdkit2d and the graph featurizer's descriptors share fingerprints.descriptor_table: the same
+    # float32 values, NaN where RDKit fails or a value is beyond float32 (Ipc of a long chain).
+    from rdkit.Chem import Descriptors
+
+    names = ["MolWt", "Ipc", "TPSA", "BertzCT"]
+    smiles = ["CCO", "c1ccccc1O", "C" * 60, "CC(=O)O[Pt](N)(N)Cl"]
+    rdkit2d = build_featurizer({"type": "rdkit2d", "names": names}).featurize_table(smiles)
+    descriptors = MolGraphFeaturizer(add_descriptors=True, descriptor_names=names)
+    from_graph = descriptors.featurize_table(smiles)["descriptors"].numpy()
+    X = rdkit2d["X"].numpy()
+    assert X.dtype == np.float32 and rdkit2d["feature_names"] == names
+    np.testing.assert_array_equal(X, from_graph)
+    for row, smi in zip(X, smiles, strict=True):
+        mol = Chem.MolFromSmiles(smi)
+        with np.errstate(all="ignore"):
+            want = np.array([getattr(Descriptors, n)(mol) for n in names]).astype(np.float32)
+        want[~np.isfinite(want)] = np.nan
+        np.testing.assert_array_equal(row, want, err_msg=smi)
+    with pytest.raises(ValueError, match="unknown RDKit descriptor"):
+        build_featurizer({"type": "rdkit2d", "names": ["NoSuchDescriptor"]}).featurize_table(smiles)

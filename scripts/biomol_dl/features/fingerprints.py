@@ -7,6 +7,9 @@ raises instead of producing an all-zero row.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 
 from biomol_dl.logutil import get
@@ -96,24 +99,12 @@ class RDKit2DFeaturizer:
 
     def featurize_table(self, inputs: list[str], threads: int = 1) -> dict:
         import torch
-        from rdkit.Chem import Descriptors
 
-        names = self._names()
-        funcs = dict(Descriptors._descList)
-        unknown = [n for n in names if n not in funcs]
-        if unknown:
-            raise ValueError(f"unknown RDKit descriptor(s): {', '.join(unknown)}")
-        X = np.zeros((len(inputs), len(names)), dtype=np.float32)
+        names = descriptor_names(self.names)
+        mols = (_mol(smi, i + 1) for i, smi in enumerate(inputs))
+        values = descriptor_table(mols, names, len(inputs), progress_every=1000)
         with np.errstate(all="ignore"):
-            for i, smi in enumerate(inputs):
-                mol = _mol(smi, i + 1)
-                for j, name in enumerate(names):
-                    try:
-                        X[i, j] = funcs[name](mol)
-                    except Exception:  # a descriptor failing on one molecule is recorded as NaN
-                        X[i, j] = np.nan
-                if (i + 1) % 1000 == 0:
-                    log.info("featurized %d/%d molecules", i + 1, len(inputs))
+            X = values.astype(np.float32)  # beyond float32's range: inf, then NaN below
         X[~np.isfinite(X)] = np.nan
         log.info(
             "featurized %d molecules with %d RDKit descriptors; %d non-finite values",
@@ -122,3 +113,38 @@ class RDKit2DFeaturizer:
             int(np.isnan(X).sum()),
         )
         return {"X": torch.from_numpy(X), "feature_names": names}
+
+
+def descriptor_names(names: Sequence[str] | None, what: str = "") -> list[str]:
+    """The RDKit descriptors to compute: `names`, checked, or every descriptor RDKit has."""
+    from rdkit.Chem import Descriptors
+
+    available = [name for name, _ in Descriptors._descList]
+    if not names:
+        return available
+    known = set(available)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"{what}unknown RDKit descriptor(s): {', '.join(unknown)}")
+    return list(names)
+
+
+def descriptor_table(
+    mols: Iterable[Any], names: Sequence[str], n: int, progress_every: int = 0
+) -> np.ndarray:
+    """float64 [n, len(names)]: each RDKit descriptor of each of the n molecules, NaN where a
+    descriptor raises on a molecule (other non-finite values are left to the caller)."""
+    from rdkit.Chem import Descriptors
+
+    functions = dict(Descriptors._descList)
+    out = np.full((n, len(names)), np.nan, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        for i, mol in enumerate(mols):
+            for j, name in enumerate(names):
+                try:
+                    out[i, j] = functions[name](mol)
+                except Exception:  # a descriptor undefined for one molecule is recorded as NaN
+                    pass
+            if progress_every and (i + 1) % progress_every == 0:
+                log.info("featurized %d/%d molecules", i + 1, n)
+    return out

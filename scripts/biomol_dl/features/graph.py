@@ -228,15 +228,9 @@ def _bond_slots() -> dict[str, list[str]]:
 
 
 def _descriptor_names(names: Sequence[str] | None) -> list[str]:
-    from rdkit.Chem import Descriptors
+    from biomol_dl.features.fingerprints import descriptor_names
 
-    available = [name for name, _ in Descriptors._descList]
-    if not names:
-        return available
-    unknown = sorted(set(names) - set(available))
-    if unknown:
-        raise ValueError(f"graph featurizer: unknown RDKit descriptor(s): {', '.join(unknown)}")
-    return list(names)
+    return descriptor_names(names, "graph featurizer: ")
 
 
 def _map_chunks(options: dict, chunks: list[tuple[int, list[str]]], threads: int):
@@ -538,18 +532,9 @@ def _assemble(columns: dict[str, Any], groups: Sequence[str], n_rows: int) -> np
 
 
 def _descriptors(mols: list, names: Sequence[str] | None) -> np.ndarray:
-    from rdkit.Chem import Descriptors
+    from biomol_dl.features.fingerprints import descriptor_table
 
-    functions = dict(Descriptors._descList)
-    names = _descriptor_names(names)
-    out = np.full((len(mols), len(names)), np.nan, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        for i, mol in enumerate(mols):
-            for j, name in enumerate(names):
-                try:
-                    out[i, j] = functions[name](mol)
-                except Exception:  # a descriptor undefined for one molecule is recorded as NaN
-                    pass
+    out = descriptor_table(mols, _descriptor_names(names), len(mols))
     out[~np.isfinite(out)] = np.nan
     # float32 cannot hold a few descriptors (Ipc reaches 1e40); those become NaN, not inf.
     out[np.abs(out) > np.finfo(np.float32).max] = np.nan
