@@ -52,6 +52,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -940,6 +941,14 @@ def _optimizer_step(run: _Run, st: _LoopState) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     st.step_in_epoch += 1
     if st.step_in_epoch < run.lr_factor.steps_per_epoch:
+        _step_schedule(run)
+
+
+def _step_schedule(run: _Run) -> None:
+    with warnings.catch_warnings():
+        # fp16: a step the grad scaler skipped (inf gradients) moves the schedule on all the same,
+        # as in torch's AMP recipe; torch would warn when that happens to the very first step
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
         run.scheduler.step()
 
 
@@ -997,7 +1006,7 @@ def _end_epoch(run: _Run, st: _LoopState, epoch, value, val_loss, t0, from_start
     if run.cfg.patience and st.bad_epochs >= run.cfg.patience and st.best_state:
         st.stopped_early = True
     while run.scheduler.last_epoch < epoch * run.lr_factor.steps_per_epoch:
-        run.scheduler.step()  # on to the next epoch's first step (and a new plateau scale)
+        _step_schedule(run)  # on to the next epoch's first step (and a new plateau scale)
     return row
 
 
