@@ -107,42 +107,17 @@ def run_training(
     wall0 = time.perf_counter()
     run = run or _NoRun()
     torch.set_num_threads(max(1, int(threads)))
-    seed = int(seed)
-    label_columns = list(label_columns)
+    seed, label_columns = int(seed), list(label_columns)
     cfg, model_params = training.TrainConfig.from_params(model_spec.get("params") or {})
     cfg = dataclasses.replace(cfg, seed=seed)
     family = as_family(family, model_spec.get("params") or {})
-
-    ids, y = read_labels(clean_csv, label_columns, task)
-    split = read_split(split_csv, ids)
-    features = torch.load(features_pt, map_location="cpu", weights_only=True)
-    check_feature_ids(features, ids, features_pt)
-    n_outputs = _n_outputs(task, y, model_params)
-    index = {name: np.flatnonzero(split == name) for name in SPLITS}
-    if index["train"].size == 0:
-        raise ValueError(f"{split_csv}: no train rows")
+    data = _load_inputs(clean_csv, split_csv, features_pt, label_columns, task, model_params)
 
     device = training.select_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     training.set_seed(seed)  # weight initialization depends on the seed only
-    dataset = family.build_datasets(features, y)
-    if len(dataset) != len(ids):
-        raise ValueError(
-            f"{family.name}: build_datasets returned {len(dataset)} examples "
-            f"for {len(ids)} clean rows"
-        )
-    subsets = {name: torch.utils.data.Subset(dataset, idx.tolist()) for name, idx in index.items()}
-    model = family.build_model(features, n_outputs)
-    family.prepare_model(model, subsets["train"])
-    trainable = family.trainable_parameters(model)
-    trainable = None if trainable is None else list(trainable)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = (
-        sum(p.numel() for p in trainable)
-        if trainable is not None
-        else sum(p.numel() for p in model.parameters() if p.requires_grad)
-    )
+    built = _build(family, data)
 
     def loader(subset, shuffle: bool, loader_seed: int):
         return family.make_loader(
@@ -150,21 +125,7 @@ def run_training(
             pin_memory=device.type == "cuda",
         )  # fmt: skip
 
-    run.log_params(
-        {
-            "train": dataclasses.asdict(cfg),
-            "data": {"n_train": int(index["train"].size), "n_val": int(index["val"].size),
-                     "n_test": int(index["test"].size), "n_outputs": n_outputs},
-            "runtime": {"device": str(device), "threads": int(threads)},
-        }
-    )  # fmt: skip
-    run.log_metrics({"n_parameters": n_params, "n_trainable_parameters": n_trainable})
-    log.info(
-        "%s (%s) on %s: %d train / %d val / %d test rows, %d parameters (%d trainable)",
-        model_spec.get("name"), model_spec.get("family"), Path(clean_csv).parent.parent.name,
-        index["train"].size, index["val"].size, index["test"].size, n_params, n_trainable,
-    )  # fmt: skip
-
+    _log_start(run, cfg, data, built, device, threads, model_spec, clean_csv)
     fingerprint = {
         "model": {k: model_spec.get(k) for k in ("family", "featurizer", "featurizer_spec")},
         "model_params": model_params,
@@ -176,13 +137,13 @@ def run_training(
         },
     }
     result = training.fit(
-        model,
-        lambda epoch: loader(subsets["train"], True, seed * 1000 + epoch),
-        loader(subsets["val"], False, seed) if index["val"].size else None,
+        built.model,
+        lambda epoch: loader(built.subsets["train"], True, seed * 1000 + epoch),
+        loader(built.subsets["val"], False, seed) if data.index["val"].size else None,
         task=task,
         config=cfg,
-        y_train=y[index["train"]],
-        parameters=trainable,
+        y_train=data.y[data.index["train"]],
+        parameters=built.trainable,
         resume_dir=resume_dir,
         fingerprint=fingerprint,
         log_metrics=run.log_metrics,
@@ -190,20 +151,108 @@ def run_training(
     )
 
     preds = training.predict(
-        model,
-        loader(dataset, False, seed),
+        built.model,
+        loader(built.dataset, False, seed),
         task=task,
         target_scaler=result.target_scaler,
         device=result.device,
         precision=result.precision,
     )
-    write_predictions(out_predictions, ids, split, task, label_columns, y, preds)
+    write_predictions(out_predictions, data.ids, data.split, task, label_columns, data.y, preds)
     _write_csv(pd.DataFrame(result.history), out_history)
 
-    model.to("cpu")
-    partial = trainable is not None
-    extra = family.extra_checkpoint(model)
-    checkpoint = {
+    built.model.to("cpu")
+    checkpoint = _checkpoint(family, built, data, result, cfg, model_spec, model_params, task,
+                             label_columns, seed)  # fmt: skip
+    training.atomic_save(checkpoint, out_model)
+    training.clear_resume_state(resume_dir)
+    summary = _log_end(run, result, device, time.perf_counter() - wall0)
+    return {**summary, "monitor": result.monitor, "device": result.device}
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """One job's clean rows: ids, labels y [N, T], split names and their row indices, features."""
+
+    ids: list
+    y: np.ndarray
+    split: np.ndarray
+    index: dict[str, np.ndarray]
+    features: Any
+    n_outputs: int
+
+
+@dataclasses.dataclass
+class _Built:
+    """What the family built: the dataset, its split subsets, the model, what trains."""
+
+    dataset: Any
+    subsets: dict[str, Any]
+    model: Any
+    trainable: list | None
+    n_params: int
+    n_trainable: int
+
+
+def _load_inputs(clean_csv, split_csv, features_pt, label_columns, task, model_params) -> _Inputs:
+    ids, y = read_labels(clean_csv, label_columns, task)
+    split = read_split(split_csv, ids)
+    features = torch.load(features_pt, map_location="cpu", weights_only=True)
+    check_feature_ids(features, ids, features_pt)
+    n_outputs = _n_outputs(task, y, model_params)
+    index = {name: np.flatnonzero(split == name) for name in SPLITS}
+    if index["train"].size == 0:
+        raise ValueError(f"{split_csv}: no train rows")
+    return _Inputs(ids, y, split, index, features, n_outputs)
+
+
+def _build(family: Family, data: _Inputs) -> _Built:
+    """Dataset, subsets and model (in this order: the seed was just set), input statistics
+    fitted on the train rows, and the parameters the optimizer updates."""
+    dataset = family.build_datasets(data.features, data.y)
+    if len(dataset) != len(data.ids):
+        raise ValueError(
+            f"{family.name}: build_datasets returned {len(dataset)} examples "
+            f"for {len(data.ids)} clean rows"
+        )
+    subsets = {
+        name: torch.utils.data.Subset(dataset, idx.tolist()) for name, idx in data.index.items()
+    }
+    model = family.build_model(data.features, data.n_outputs)
+    family.prepare_model(model, subsets["train"])
+    trainable = family.trainable_parameters(model)
+    trainable = None if trainable is None else list(trainable)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = (
+        sum(p.numel() for p in trainable)
+        if trainable is not None
+        else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    )
+    return _Built(dataset, subsets, model, trainable, n_params, n_trainable)
+
+
+def _log_start(run, cfg, data: _Inputs, built: _Built, device, threads, model_spec, clean_csv):
+    n = {name: int(idx.size) for name, idx in data.index.items()}
+    run.log_params(
+        {
+            "train": dataclasses.asdict(cfg),
+            "data": {"n_train": n["train"], "n_val": n["val"], "n_test": n["test"],
+                     "n_outputs": data.n_outputs},
+            "runtime": {"device": str(device), "threads": int(threads)},
+        }
+    )  # fmt: skip
+    run.log_metrics({"n_parameters": built.n_params, "n_trainable_parameters": built.n_trainable})
+    log.info(
+        "%s (%s) on %s: %d train / %d val / %d test rows, %d parameters (%d trainable)",
+        model_spec.get("name"), model_spec.get("family"), Path(clean_csv).parent.parent.name,
+        n["train"], n["val"], n["test"], built.n_params, built.n_trainable,
+    )  # fmt: skip
+
+
+def _checkpoint(family, built: _Built, data: _Inputs, result, cfg, model_spec, model_params,
+                task, label_columns, seed) -> dict:  # fmt: skip
+    """model.pt's dict (see the module docstring)."""
+    return {
         "format": MODEL_FORMAT,
         "family": model_spec.get("family"),
         "model_name": model_spec.get("name"),
@@ -213,22 +262,22 @@ def run_training(
         "featurizer_spec": dict(model_spec.get("featurizer_spec") or {}),
         "task": task,
         "label_columns": label_columns,
-        "n_outputs": n_outputs,
+        "n_outputs": data.n_outputs,
         "target_scaler": result.target_scaler.to_dict(),
-        "feature_meta": family.feature_meta(features, len(ids)),
-        "state_dict": training.training_state(model, trainable),
-        "partial_state": partial,
-        "extra": extra,
+        "feature_meta": family.feature_meta(data.features, len(data.ids)),
+        "state_dict": training.training_state(built.model, built.trainable),
+        "partial_state": built.trainable is not None,
+        "extra": family.extra_checkpoint(built.model),
         "best_epoch": result.best_epoch,
         "best_val_metric": result.best_metric,
         "monitor": result.monitor,
         "seed": seed,
         "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
     }
-    training.atomic_save(checkpoint, out_model)
-    training.clear_resume_state(resume_dir)
 
-    wall = time.perf_counter() - wall0
+
+def _log_end(run, result, device, wall: float) -> dict:
+    """The job's summary metrics and tags, logged; returns the summary."""
     summary = {
         "best_epoch": result.best_epoch,
         f"best_{result.monitor}": result.best_metric,
@@ -258,7 +307,7 @@ def run_training(
         result.best_epoch, result.monitor, result.best_metric, wall,
         f"{summary['examples_per_second'] or 0:.0f}", summary["peak_rss_mb"],
     )  # fmt: skip
-    return {**summary, "monitor": result.monitor, "device": result.device}
+    return summary
 
 
 # ----------------------------------------------------------------------------- inputs
