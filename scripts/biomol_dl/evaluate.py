@@ -41,11 +41,17 @@ def evaluate_predictions(pred: pd.DataFrame, task: str) -> dict:
     return out
 
 
-def run_evaluation(predictions_csv: str | Path, task: str, out_json: str | Path) -> dict:
-    pred = read_table(predictions_csv, strings=("split", "task"))
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A long predictions.csv (id, split, task, y_true, y_pred, p_k...); split and task as read."""
+    pred = read_table(path, strings=("split", "task"))
     missing = {"id", "split", "task", "y_true", "y_pred"} - set(pred.columns)
     if missing:
-        raise ValueError(f"{predictions_csv}: missing column(s) {', '.join(sorted(missing))}")
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return pred
+
+
+def run_evaluation(predictions_csv: str | Path, task: str, out_json: str | Path) -> dict:
+    pred = read_predictions(predictions_csv)
     result = evaluate_predictions(pred, task)
     Path(out_json).write_text(json.dumps(_finite(result), indent=2))
     for split in ("val", "test"):

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from biomol_dl import metrics as M
+from biomol_dl.evaluate import read_predictions
 from biomol_dl.io import read_table
 from biomol_dl.logutil import get
 
@@ -416,14 +417,6 @@ def example_sizes(inputs: Sequence[str], kind: str) -> np.ndarray:
     return out
 
 
-def _read_predictions(path: str | Path) -> pd.DataFrame:
-    pred = read_table(path, strings=("split", "task"))
-    missing = {"id", "split", "task", "y_true", "y_pred"} - set(pred.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    return pred
-
-
 def _errors(task: str, test: pd.DataFrame) -> tuple[np.ndarray, str]:
     if task == "regression":
         return np.abs(test["y_true"] - test["y_pred"]).to_numpy(), "absolute error"
@@ -498,7 +491,7 @@ def run_model_plots(
     results = {int(s): json.loads(Path(p).read_text()) for s, p in metrics.items()}
     seed = representative_seed(results, primary_metric, rank_split)
     n_seeds = len(results)
-    pred = _read_predictions(predictions[seed])
+    pred = read_predictions(predictions[seed])
     test = pred[(pred["split"] == "test") & pred["y_true"].notna()]
     if test.empty:
         raise ValueError(f"{predictions[seed]}: no labelled test rows to plot")
