@@ -30,7 +30,7 @@ def test_unchanged_file_is_read_once_per_process(tmp_path, monkeypatch):
     path.write_bytes(b"x" * 1000)
     reads = []
     real = hashing._digest_blocks
-    monkeypatch.setattr(hashing, "_digest_blocks", lambda h: reads.append(1) or real(h))
+    monkeypatch.setattr(hashing, "_digest_blocks", lambda h, *a: reads.append(1) or real(h, *a))
     first = hashing.sha256_file(path)
     assert hashing.sha256_file(tmp_path / "." / "a.bin") == first  # same resolved path
     assert len(reads) == 1
@@ -50,7 +50,7 @@ def test_large_files_are_remembered_on_disk_across_processes(tmp_path, monkeypat
     small.write_bytes(b"s" * 50)
     expected = hashing.sha256_file(big), hashing.sha256_file(small)
     hashing.clear_cache()  # a new process: only the disk layer is left
-    monkeypatch.setattr(hashing, "_digest_blocks", lambda h: "read again")
+    monkeypatch.setattr(hashing, "_digest_blocks", lambda h, *a: "read again")
     assert hashing.sha256_file(big) == expected[0]
     assert hashing.sha256_file(small) == "read again"
 

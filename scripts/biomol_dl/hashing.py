@@ -94,11 +94,7 @@ def sha256_manifest(files: Iterable[str | Path]) -> str:
 
 def copy_hashed(source: BinaryIO, target: BinaryIO) -> str:
     """Copy a readable binary stream to a writable one in 1 MiB blocks; the hex sha256 copied."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: source.read(BLOCK_BYTES), b""):
-        digest.update(block)
-        target.write(block)
-    return digest.hexdigest()
+    return _digest_blocks(source, target)
 
 
 def clear_cache() -> None:
@@ -115,10 +111,12 @@ def cache_file() -> Path:
     return Path(base) / "sha256_cache.sqlite"
 
 
-def _digest_blocks(handle: BinaryIO) -> str:
+def _digest_blocks(handle: BinaryIO, copy_to: BinaryIO | None = None) -> str:
     digest = hashlib.sha256()
     for block in iter(lambda: handle.read(BLOCK_BYTES), b""):
         digest.update(block)
+        if copy_to is not None:
+            copy_to.write(block)
     return digest.hexdigest()
 
 
