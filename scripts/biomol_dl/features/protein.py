@@ -22,9 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# TokenExamples and token_loader live in biomol_dl.batching; re-exported here only until
-# models/_tokens.py imports them from there.
-from biomol_dl.batching import TokenExamples, pad_ids, padding_mask, token_loader  # noqa: F401
+from biomol_dl.batching import pad_ids, padding_mask
 from biomol_dl.logutil import get
 from biomol_dl.residues import NONSTANDARD, UNKNOWN
 from biomol_dl.residues import STANDARD as AMINO_ACIDS
