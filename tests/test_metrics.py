@@ -96,6 +96,8 @@ def test_task_names_are_the_schema_enum_and_every_task_has_metrics():
 
     found = list(enums(schema))
     assert found and all(tuple(e) == M.TASKS for e in found)
+    primary = schema["properties"]["report"]["properties"]["primary_metric"]
+    assert primary["default"] == M.DEFAULT_METRIC and set(primary["properties"]) == set(M.TASKS)
     assert set(M.VALIDATION_METRICS) == set(M.TASKS) == set(M.DEFAULT_METRIC)
     assert set(M.CLASSIFICATION_TASKS) == set(M.TASKS) - {"regression"}
     assert set(M.BINARY_TASKS) < set(M.CLASSIFICATION_TASKS)
