@@ -17,10 +17,4 @@ from biomol_dl.models.base import Family, families, get_family, register
 FAMILIES: dict[str, dict] = {name: cls.meta() for name, cls in families().items()}
 
 
-def check_family(name: str) -> dict:
-    """The FAMILIES entry of a family name; an unknown name fails listing the valid ones."""
-    get_family(name)
-    return FAMILIES[name]
-
-
-__all__ = ["FAMILIES", "Family", "check_family", "families", "get_family", "register"]
+__all__ = ["FAMILIES", "Family", "families", "get_family", "register"]

@@ -141,8 +141,11 @@ class Family:
 
     def __init__(self, params: Mapping[str, Any] | ModelParams | None = None):
         """params: the model entry's params (model and loop keys) or a Params instance."""
-        if isinstance(params, ModelParams):
-            self.params, self.loop, self.model_params = params, {}, {}
+        if isinstance(params, ModelParams):  # the model keys "given": those off their default
+            defaults = type(params)()
+            given = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+            given = {k: v for k, v in given.items() if v != getattr(defaults, k)}
+            self.params, self.loop, self.model_params = params, {}, given
         else:
             self.params, self.loop, self.model_params = self.split_params(params or {})
 
