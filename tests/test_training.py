@@ -520,3 +520,45 @@ def test_resume_state_holds_the_scheduler_and_an_old_format_starts_fresh(tmp_pat
     assert again.resumed_from_epoch is None
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in first.history]
     assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in again.history]
+
+
+def test_resume_mid_epoch_with_epochs_of_varying_length_is_exact(tmp_path):
+    """The steps per epoch of the schedule come from the first epoch and travel in last.pt, so a
+    run resumed in a longer epoch keeps the rates of the uninterrupted run."""
+    import os
+    import signal
+
+    X, y = tensors(40, 3)
+
+    def batches(epoch, kill_at=None):
+        rows = 24 if epoch % 2 else 32  # 3 batches in odd epochs, 4 in even ones
+        for number, start in enumerate(range(0, rows, 8), 1):
+            if (epoch, number) == kill_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield {"x": X[start : start + 8], "y": torch.from_numpy(y[start : start + 8])}
+
+    class Epoch:
+        def __init__(self, epoch, kill_at):
+            self.epoch, self.kill_at = epoch, kill_at
+
+        def __len__(self):
+            return 3 if self.epoch % 2 else 4
+
+        def __iter__(self):
+            return batches(self.epoch, self.kill_at)
+
+    def run(kill_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.2))
+        model.forward = lambda batch, f=model.forward: f(batch["x"])[:, :1]
+        cfg = training.TrainConfig(epochs=4, batch_size=8, warmup_epochs=1, patience=0, seed=2)
+        return training.fit(model, lambda e: Epoch(e, kill_at), None, task="regression",
+                            config=cfg, y_train=y[:24], resume_dir=tmp_path / "resume")  # fmt: skip
+
+    full = run()
+    with pytest.raises(training.Preempted):
+        run(kill_at=(2, 2))  # in epoch 2, which has 4 batches where epoch 1 had 3
+    resumed = run()
+    assert resumed.resumed_from_epoch == 1
+    frames = [pd.DataFrame(r.history).drop(columns="seconds") for r in (full, resumed)]
+    pd.testing.assert_frame_equal(*frames, check_exact=True)
