@@ -80,3 +80,16 @@ def test_family_modules_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_family_is_special_cased_outside_its_module():
+    """The random forest is an ordinary family: the rules, prediction and report targets read
+    what a family says (model_file, train, predict), never its name."""
+    for path in ("workflow/rules/train.smk", "scripts/biomol_dl/predict.py",
+                 "scripts/biomol_dl/report/targets.py", "scripts/biomol_dl/train_job.py",
+                 "scripts/train.py"):  # fmt: skip
+        text = (ROOT / path).read_text()
+        for name in families():
+            assert f'"{name}"' not in text and f"'{name}'" not in text, (path, name)
+        assert "skops" not in text, path
+    assert sorted(p.name for p in (ROOT / "scripts").glob("train*.py")) == ["train.py"]

@@ -21,7 +21,7 @@ predictions.csv has one row per valid input row and label column (task):
   seed<N>  each model's own y_pred (not for multiclass); p_<k>, p_<k>_sd: multiclass mean and sd
 
 Each seed's model file is read by its family's `predict` (biomol_dl.models): torch families go
-through biomol_dl.train_job.predict_inputs, the random forest reads its skops file.
+through biomol_dl.train_job.predict_inputs, the random forest reads its own model file.
 """
 
 from __future__ import annotations
