@@ -67,7 +67,7 @@ def report_layout(config: Mapping) -> dict[str, dict[str, Any]]:
 
 
 def model_file(config: Mapping, dataset: str, model: str, seed: int) -> str:
-    """The training rule's model file (the family's `model_file`: model.pt, model.skops, ...)."""
+    """The training rule's model file: the file its family names (`model_file`)."""
     from biomol_dl.models import FAMILIES
 
     name = FAMILIES[config["models"][model]["family"]]["model_file"]
