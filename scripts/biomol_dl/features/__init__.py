@@ -12,31 +12,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-FEATURIZERS: dict[str, str] = {
+# type: (input kind, "module:Class"), the one list of featurizer types (the schema's `type`
+# enum is kept equal to it by tests/test_families.py)
+_TYPES: dict[str, tuple[str, str]] = {
     # molecules
-    "morgan": "biomol_dl.features.fingerprints:MorganFeaturizer",
-    "rdkit2d": "biomol_dl.features.fingerprints:RDKit2DFeaturizer",
-    "graph": "biomol_dl.features.graph:MolGraphFeaturizer",
-    "smiles_tokens": "biomol_dl.features.tokens:SmilesTokenFeaturizer",
+    "morgan": ("smiles", "biomol_dl.features.fingerprints:MorganFeaturizer"),
+    "rdkit2d": ("smiles", "biomol_dl.features.fingerprints:RDKit2DFeaturizer"),
+    "graph": ("smiles", "biomol_dl.features.graph:MolGraphFeaturizer"),
+    "smiles_tokens": ("smiles", "biomol_dl.features.tokens:SmilesTokenFeaturizer"),
     # proteins
-    "onehot": "biomol_dl.features.protein:OneHotFeaturizer",
-    "kmer": "biomol_dl.features.protein:KmerFeaturizer",
-    "aa_tokens": "biomol_dl.features.protein:AminoAcidTokenFeaturizer",
-    "plm_tokens": "biomol_dl.features.protein:PLMTokenFeaturizer",
-    "plm_embedding": "biomol_dl.features.protein:PLMEmbeddingFeaturizer",
+    "onehot": ("protein", "biomol_dl.features.protein:OneHotFeaturizer"),
+    "kmer": ("protein", "biomol_dl.features.protein:KmerFeaturizer"),
+    "aa_tokens": ("protein", "biomol_dl.features.protein:AminoAcidTokenFeaturizer"),
+    "plm_tokens": ("protein", "biomol_dl.features.protein:PLMTokenFeaturizer"),
+    "plm_embedding": ("protein", "biomol_dl.features.protein:PLMEmbeddingFeaturizer"),
 }
-
-KINDS: dict[str, str] = {
-    "morgan": "smiles",
-    "rdkit2d": "smiles",
-    "graph": "smiles",
-    "smiles_tokens": "smiles",
-    "onehot": "protein",
-    "kmer": "protein",
-    "aa_tokens": "protein",
-    "plm_tokens": "protein",
-    "plm_embedding": "protein",
-}
+FEATURIZERS: dict[str, str] = {name: target for name, (_, target) in _TYPES.items()}
+KINDS: dict[str, str] = {name: kind for name, (kind, _) in _TYPES.items()}
 
 
 def get_featurizer_class(type_name: str) -> type:
