@@ -2,12 +2,17 @@
 
 Rule scripts call `job_from_snakemake(snakemake)` and pass the plain `biomol_dl.job.Job` on;
 nothing under scripts/biomol_dl/ reads Snakemake's objects. This is the only place that knows
-their shape (named lists whose unnamed entries are found by position).
+their shape (named lists whose unnamed entries are found by position), and Snakemake's on-disk
+markers of incomplete outputs (`incomplete_outputs`, which the Snakefile hands to
+`tracking.workflow_start`).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from biomol_dl.job import Job
@@ -47,3 +52,27 @@ def job_from_snakemake(smk: Any) -> Job:
         resources={k: v for k, v in _named(smk.resources).items() if not k.startswith("_")},
         config=dict(smk.config),
     )
+
+
+def incomplete_outputs(workdir: str | os.PathLike, outputs: Iterable[str]) -> list[str]:
+    """The outputs (as the rules name them, relative to `workdir`) that Snakemake still marks
+    incomplete in `workdir`: it never accepted them and the next run re-makes them. Empty when
+    that directory has no markers folder to read (another host's disk, or
+    `--persistence-backend db`)."""
+    folder = Path(workdir) / ".snakemake" / "incomplete"
+    if not folder.is_dir():
+        return []
+    return [path for path in outputs if _incomplete_marker(folder, path).exists()]
+
+
+def _incomplete_marker(folder: Path, output: str) -> Path:
+    """Where Snakemake's file persistence keeps the incomplete marker of `output`: its url-safe
+    base64, cut into names of at most NAME_MAX - 1 characters, all but the last prefixed with "@"
+    (snakemake.persistence.file)."""
+    try:
+        size = (os.pathconf(folder, "PC_NAME_MAX") or 255) - 1
+    except (OSError, ValueError, AttributeError):
+        size = 254
+    b64 = base64.urlsafe_b64encode(output.encode()).decode()
+    parts = [b64[i : i + size] for i in range(0, len(b64), size)]
+    return folder.joinpath(*[f"@{part}" for part in parts[:-1]], parts[-1])

@@ -18,6 +18,9 @@ from mlflow_server import assert_parallel_runs, free_port, run_parallel_jobs
 
 from biomol_dl import tracking
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from snakemake_job import incomplete_outputs, job_from_snakemake  # noqa: E402
+
 ENV_VARS = [
     "MLFLOW_TRACKING_URI",
     *(v for k, v in vars(tracking).items() if k.startswith("ENV_") and isinstance(v, str)),
@@ -42,7 +45,7 @@ def start(datasets=("tiny_a", "tiny_b"), mode="live", **tracking_cfg) -> str:
         "datasets": {d: {"kind": "smiles"} for d in datasets},
         "tracking": {"mode": mode, **tracking_cfg},
     }
-    return tracking.workflow_start(config, os.getcwd())
+    return tracking.workflow_start(config, os.getcwd(), incomplete=incomplete_outputs)
 
 
 def client():
@@ -103,11 +106,8 @@ def test_eight_jobs_on_a_fresh_store_without_workflow_start(workdir):
         assert len(c.get_metric_history(run.info.run_id, "val_loss")) == 3
 
 
-def test_job_tags_params_and_snakemake_object(workdir, monkeypatch):
+def test_job_tags_params_and_snakemake_object(workdir):
     from snakemake.iocontainers import Namedlist
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
-    from snakemake_job import job_from_snakemake
 
     start()
     Path("clean.csv").write_text("id,input\na,C\n")
@@ -536,3 +536,84 @@ def test_watchdog_stops_a_job_whose_main_process_died(workdir):
     orphan = run_of("train_rf")
     assert orphan.info.status == "KILLED" and orphan.data.tags["biomol_dl.orphaned"] == "true"
     assert f"pid {main.pid}" in orphan.data.tags["biomol_dl.killed_reason"]
+
+
+TRACKING_LAYERS = [
+    "settings", "store", "process", "values", "lineage", "sinks", "spool", "runs", "jobs",
+    "stale", "hooks",
+]  # fmt: skip
+
+
+def test_each_tracking_module_imports_only_modules_above_it():
+    import ast
+
+    package = Path(tracking.__file__).parent
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*TRACKING_LAYERS, "__init__"])
+    for position, name in enumerate(TRACKING_LAYERS):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = {
+            node.module.rsplit(".", 1)[-1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("biomol_dl.tracking.")
+        }
+        assert imported <= set(TRACKING_LAYERS[:position]), (name, imported)
+
+
+def test_job_run_takes_a_job_not_a_snakemake_object(workdir):
+    with pytest.raises(TypeError, match="biomol_dl.job.Job"):
+        with tracking.job_run(SimpleNamespace(rule="split")):
+            pass
+
+
+def _code_words(tree) -> set[str]:
+    """Every identifier, imported module name and non-docstring string constant of a module."""
+    import ast
+
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    words = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, ast.alias):
+            words.add(node.name)
+        elif isinstance(node, ast.ImportFrom):
+            words.add(node.module or "")
+        elif isinstance(node, ast.arg):
+            words.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                words.add(node.value)
+    return words
+
+
+def test_the_library_never_sees_snakemake_and_only_tracking_imports_mlflow():
+    """docs/ARCHITECTURE.md: outside docstrings and comments, nothing under scripts/biomol_dl/
+    says `snakemake` (no import, object, attribute or path of it; prose may name the tool), and
+    only biomol_dl/tracking/ imports mlflow."""
+    import ast
+
+    library = Path(tracking.__file__).parents[1]
+    for path in sorted(library.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        assert not [w for w in _code_words(tree) if "snakemake" in w], path
+        imported = {
+            name.split(".")[0]
+            for node in ast.walk(tree)
+            for name in (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                else []
+            )
+        }  # fmt: skip
+        if "tracking" not in path.relative_to(library).parts:
+            assert "mlflow" not in imported, path

@@ -38,7 +38,8 @@ def _config(tiny_config: dict) -> dict:
 def _trainer(main: psutil.Process) -> psutil.Process | None:
     for child in main.children(recursive=True):
         try:
-            if any("train_mlp" in part for part in child.cmdline()):
+            # The rule script of every train_<family> rule: .snakemake/scripts/tmp<...>.train.py
+            if any(part.endswith("train.py") for part in child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             continue

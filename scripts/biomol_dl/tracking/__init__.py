@@ -32,7 +32,7 @@ The package, one module per concern (each module's docstring tells its part in f
     stale      stale RUNNING runs and orphaned FINISHED runs of dead invocations
     hooks      workflow_start / workflow_end: the workflow's runs, the environment for jobs
 
-Dependencies point one way, top to bottom of that list (settings depends on nothing).
+Each module imports only modules above it in that list (tests/test_tracking.py keeps it so).
 """
 
 from biomol_dl.tracking.hooks import workflow_end, workflow_start

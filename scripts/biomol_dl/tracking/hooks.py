@@ -50,7 +50,7 @@ from biomol_dl.tracking.settings import (
 )
 from biomol_dl.tracking.sinks import _LiveSink
 from biomol_dl.tracking.spool import _start_syncer, _stop_syncer, sync_spool
-from biomol_dl.tracking.stale import cleanup_stale_runs
+from biomol_dl.tracking.stale import Incomplete, cleanup_stale_runs
 from biomol_dl.tracking.store import (
     _client,
     _kill,
@@ -69,13 +69,16 @@ def workflow_start(
     workdir: str | Path | None = None,
     *,
     repo: str | Path | None = None,
+    incomplete: Incomplete | None = None,
 ) -> str | None:
     """Prepare the store and open the workflow's runs; call from the Snakefile's `onstart:`.
 
     Creates the schema and every configured dataset's experiment before any job starts, marks
     stale RUNNING runs of earlier invocations KILLED, opens the workflow run and one run per
     dataset under it, logs the resolved config, and exports the environment variables jobs
-    read. Returns the workflow run id (None when tracking is off). Raises TrackingUnavailable.
+    read. `incomplete(workdir, outputs)` names the outputs the workflow engine still marks
+    incomplete (see `biomol_dl.tracking.stale`). Returns the workflow run id (None when tracking
+    is off). Raises TrackingUnavailable.
     """
     config = config or {}
     workdir = Path(workdir or os.getcwd()).resolve()
@@ -114,7 +117,7 @@ def workflow_start(
         # Leftovers of an invocation that died (Snakemake locks the workdir): unended runs end
         # KILLED (a SLURM orphan may still run; its later records are dropped, never FINISHED).
         sync_spool(spool, uri, finalize=True)
-        main = _open_workflow_runs(_client(uri), uri, config, prefix, common)
+        main = _open_workflow_runs(_client(uri), uri, config, prefix, common, incomplete)
     except TrackingUnavailable:
         raise
     except Exception as exc:
@@ -127,12 +130,19 @@ def workflow_start(
 
 
 def _open_workflow_runs(
-    client: Any, uri: str, config: Mapping[str, Any], prefix: str, common: Mapping[str, str]
+    client: Any,
+    uri: str,
+    config: Mapping[str, Any],
+    prefix: str,
+    common: Mapping[str, str],
+    incomplete: Incomplete | None = None,
 ) -> str:
     datasets = list(config.get("datasets") or {})
     names = [experiment_name(None, prefix)] + [experiment_name(d, prefix) for d in datasets]
     exp_ids = {name: get_or_create_experiment(client, name, uri) for name in names}
-    killed = cleanup_stale_runs(client, _prefix_experiment_ids(client, prefix))
+    killed = cleanup_stale_runs(
+        client, _prefix_experiment_ids(client, prefix), incomplete=incomplete
+    )
 
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     main = _retry(

@@ -168,7 +168,11 @@ def job_run(
     its Snakemake main process ends KILLED + orphaned (the watchdog stops it on the same host).
     """
     if job is not None and not isinstance(job, Job):
-        job = _legacy_job(job)
+        # A rule script makes its Job with job_from_snakemake (scripts/snakemake_job.py).
+        raise TypeError(
+            f"tracking.job_run takes a biomol_dl.job.Job (see biomol_dl.job), not "
+            f"{type(job).__name__}"
+        )
     rule = rule or (job.rule if job else None) or "job"
     wildcards = dict(wildcards if wildcards is not None else (job.wildcards if job else {}))
     params = dict(params if params is not None else (job.params if job else {}))
@@ -216,14 +220,6 @@ def job_run(
                 watchdog.stop.set()
             # Checked last: hashing large outputs can take minutes.
             run._terminate(status, _orphan_reason(run) if status == "FINISHED" else None)
-
-
-def _legacy_job(obj: Any) -> Job:
-    """TEMPORARY: a rule script that still passes its snakemake-like object (until every script
-    calls job_from_snakemake itself); converted by the adapter beside the rule scripts."""
-    from snakemake_job import job_from_snakemake
-
-    return job_from_snakemake(obj)
 
 
 def _orphan_reason(run: JobRun) -> str | None:

@@ -12,17 +12,17 @@ KILLED + orphaned every FINISHED job of a workflow it finds dead whose outputs S
 marks incomplete in that job's working directory: a job that ended just before its main process
 died, or on another host without the watchdog (see "Orphaned jobs" in
 `biomol_dl.tracking.jobs`). Outputs that `--cleanup-metadata` accepted have no marker left and
-their runs stay FINISHED.
+their runs stay FINISHED. Reading the markers is the workflow engine's business: the Snakefile
+hands `workflow_start` a function `incomplete(workdir, outputs) -> outputs still incomplete`
+(scripts/snakemake_job.py `incomplete_outputs`, which knows Snakemake's marker folder); without
+one, no FINISHED run is marked orphaned here.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from biomol_dl.tracking.process import _process_alive
@@ -36,11 +36,18 @@ from biomol_dl.tracking.settings import (
 )
 from biomol_dl.tracking.store import _kill, _search_all
 
+# (working directory, outputs as the rules name them) -> the outputs still marked incomplete there
+Incomplete = Callable[[str, Sequence[str]], Sequence[str]]
+
 
 def cleanup_stale_runs(
-    client: Any, experiment_ids: Sequence[str], stale_hours: float | None = None
+    client: Any,
+    experiment_ids: Sequence[str],
+    stale_hours: float | None = None,
+    incomplete: Incomplete | None = None,
 ) -> list[str]:
-    """Mark KILLED the RUNNING runs whose process is gone (see the module docstring)."""
+    """Mark KILLED the RUNNING runs whose process is gone, and the discarded FINISHED runs of dead
+    workflows as `incomplete` finds them (see the module docstring)."""
     stale_hours = stale_hours if stale_hours is not None else _env_float(ENV_STALE_HOURS, 24)
     host, now_ms = socket.gethostname(), time.time() * 1000
     running = _search_all(client, experiment_ids, "attributes.status = 'RUNNING'")
@@ -65,7 +72,7 @@ def cleanup_stale_runs(
             f"attributes.status = 'FINISHED' and tags.`{TAG_WORKFLOW}` = '{workflow}'",
         )
         for run in finished:
-            discarded = _discarded_outputs(run.data.tags)
+            discarded = _discarded_outputs(run.data.tags, incomplete)
             if discarded:
                 reason = (
                     f"orphaned: its workflow's main process died before Snakemake accepted its "
@@ -91,30 +98,16 @@ def cleanup_stale_runs(
     return killed
 
 
-def _discarded_outputs(tags: Mapping[str, str]) -> list[str]:
-    """The outputs of a job run (its `output.<name>.path` tags) that Snakemake still marks
-    incomplete in the job's working directory (`biomol_dl.workdir`): it never accepted them and
-    the next run re-makes them. Empty when that directory has no markers folder to read (another
-    host's disk, or `--persistence-backend db`)."""
-    folder = Path(tags.get("biomol_dl.workdir") or "/nonexistent") / ".snakemake" / "incomplete"
-    if not folder.is_dir():
+def _discarded_outputs(tags: Mapping[str, str], incomplete: Incomplete | None) -> list[str]:
+    """The outputs of a job run (its `output.<name>.path` tags) that the workflow engine still
+    marks incomplete in the job's working directory (`biomol_dl.workdir`), as `incomplete` tells:
+    it never accepted them and the next run re-makes them. Empty without `incomplete`."""
+    workdir = tags.get("biomol_dl.workdir")
+    if incomplete is None or not workdir:
         return []
-    return [
+    outputs = [
         path
         for key, path in sorted(tags.items())
         if key.startswith("output.") and key.endswith(".path")
-        if _incomplete_marker(folder, path).exists()
     ]
-
-
-def _incomplete_marker(folder: Path, output: str) -> Path:
-    """Where Snakemake's file persistence keeps the incomplete marker of `output` (as the rule
-    names it, relative to the working directory): its url-safe base64, cut into names of at most
-    NAME_MAX - 1 characters, all but the last prefixed with "@" (snakemake.persistence.file)."""
-    try:
-        size = (os.pathconf(folder, "PC_NAME_MAX") or 255) - 1
-    except (OSError, ValueError, AttributeError):
-        size = 254
-    b64 = base64.urlsafe_b64encode(output.encode()).decode()
-    parts = [b64[i : i + size] for i in range(0, len(b64), size)]
-    return folder.joinpath(*[f"@{part}" for part in parts[:-1]], parts[-1])
+    return list(incomplete(workdir, outputs))
