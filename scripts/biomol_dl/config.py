@@ -35,9 +35,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import hashlib
 import itertools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -327,12 +325,27 @@ def check_featurizer(name: str, spec: Mapping) -> None:
     check_params(f"featurizers.{name}", params, featurizer_params(spec["type"]))
 
 
+def model_family(name: str, spec: Mapping):
+    """The Family class a model entry names; an unknown family fails listing the registry's
+    names (the schema lists none: the registry is the one list)."""
+    from biomol_dl.models import families
+
+    known = families()
+    family = spec["family"]
+    if family not in known:
+        near = difflib.get_close_matches(str(family), sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ConfigError(
+            f"invalid config at 'models.{name}.family': unknown model family {family!r}; "
+            f"{hint}valid: {', '.join(sorted(known))}"
+        )
+    return known[family]
+
+
 def check_model(name: str, spec: Mapping) -> None:
     """A model's params must parse into its family's dataclass; grid keys and values must be
     params of the family, of their types (each combination is parsed after expansion)."""
-    from biomol_dl.models import get_family
-
-    family = get_family(spec["family"])
+    family = model_family(name, spec)
     grid = spec.get("grid") or {}
     family.split_params(spec.get("params", {}), f"models.{name}.params")
     valid = family.param_specs(grid)
@@ -511,5 +524,6 @@ def load_config(config: dict, files: Iterable[str | Path] = ()) -> dict:
 
 def config_hash(config: dict) -> str:
     """A short stable hash of the resolved config (for tracking tags)."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    from biomol_dl.hashing import sha256_json
+
+    return sha256_json(config)[:16]
