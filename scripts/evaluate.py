@@ -1,9 +1,8 @@
 """Rule `evaluate`: predictions.csv -> metrics.json (see biomol_dl.evaluate)."""
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.evaluate import run_evaluation
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)

@@ -1,10 +1,10 @@
 """Rule `featurize`: clean.csv -> results/{dataset}/featurize/{featurizer}.pt."""
 
 import torch
-from snakemake_job import job_from_snakemake
 
 from biomol_dl import logutil, tracking
 from biomol_dl.featurize import run_featurize
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)

@@ -7,11 +7,10 @@ download cache re-runs nothing.
 
 import sys
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.io import DataError
 from biomol_dl.sources import fetch_dataset
+from snakemake_job import job_from_snakemake
 
 DOWNLOAD_CACHE = "resources/downloads"
 

@@ -1,9 +1,8 @@
 """Rule `predict`: predictions for new inputs with a trained model or an ensemble of its seeds."""
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.predict import run_predict
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)

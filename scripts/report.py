@@ -1,9 +1,8 @@
 """Rule `report`: results/report/index.html for the whole run (see biomol_dl.report.html)."""
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.report.html import run_report
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)

@@ -1,9 +1,8 @@
 """Rule `report_dataset`: leaderboard, paired comparisons and data summary of one dataset."""
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.report.leaderboard import run_dataset_report
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)

@@ -1,9 +1,8 @@
 """Rule `report_model`: the plots of one model on one dataset (see biomol_dl.report.plots)."""
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.report.plots import run_model_plots
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)

@@ -2,10 +2,9 @@
 
 import sys
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.splits import run_split
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 log = logutil.configure(job.log_file)

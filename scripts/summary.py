@@ -1,9 +1,8 @@
 """Rule `summary`: every metrics.json -> results/summary.csv and results/summary_wide.csv."""
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.summary import run_summary
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 log = logutil.configure(job.log_file)

@@ -5,8 +5,7 @@ inside one tracking run and, on SIGTERM (SLURM preemption or time limit), saves 
 and exits with status 143.
 """
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl.train_job import main
+from snakemake_job import job_from_snakemake
 
 main(job_from_snakemake(snakemake))

@@ -9,11 +9,10 @@ A rule without those named logs (only `log[0]`) still works; the copies are then
 
 import sys
 
-from snakemake_job import job_from_snakemake
-
 from biomol_dl import logutil, tracking
 from biomol_dl.io import DataError
 from biomol_dl.validate import run_validation
+from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
 log = logutil.configure(job.log_file)

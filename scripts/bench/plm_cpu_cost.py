@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+from biomol_dl.residues import STANDARD as AMINO_ACIDS  # noqa: E402
 
 
 def batch_of(tokenizer, length: int, size: int, rng: random.Random) -> dict:

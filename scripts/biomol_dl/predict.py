@@ -36,6 +36,7 @@ import pandas as pd
 
 from biomol_dl.io import DataError, read_raw_table
 from biomol_dl.logutil import get
+from biomol_dl.metrics import BINARY_TASKS
 
 log = get(__name__)
 
@@ -135,7 +136,7 @@ def combine(
     out["y_pred"] = stack.mean(axis=0)
     out["y_sd"] = stack.std(axis=0, ddof=1) if n > 1 else np.nan
     out["n_models"] = n
-    if task in ("binary", "multitask_binary"):
+    if task in BINARY_TASKS:
         out["label"] = (out["y_pred"] >= 0.5).astype(int)
     for s, values in zip(seeds, stack, strict=True):
         out[f"seed{s}"] = values

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -62,7 +61,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biomol_dl.metrics import DEFAULT_METRIC, TASKS, VALIDATION_METRICS, better, evaluate_metric
+from biomol_dl.hashing import sha256_json
+from biomol_dl.metrics import (
+    BINARY_TASKS,
+    DEFAULT_METRIC,
+    TASKS,
+    VALIDATION_METRICS,
+    better,
+    evaluate_metric,
+)
 
 log = logging.getLogger("biomol_dl.training")
 
@@ -404,7 +411,7 @@ def _check_output(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor
 
 def _class_weights(task: str, y: np.ndarray, n_classes: int | None):
     """pos_weight [T] (binary / multitask) or class weights [K] (multiclass) from train labels."""
-    if task in ("binary", "multitask_binary"):
+    if task in BINARY_TASKS:
         pos = np.nansum(y == 1, axis=0).astype(np.float64)
         neg = np.nansum(y == 0, axis=0).astype(np.float64)
         # a task with no positives (or negatives) in train gets weight 1 rather than inf / 0
@@ -420,7 +427,7 @@ def _class_weights(task: str, y: np.ndarray, n_classes: int | None):
 
 def _check_labels(task: str, y: np.ndarray) -> None:
     finite = y[np.isfinite(y)]
-    if task in ("binary", "multitask_binary") and not np.isin(finite, (0.0, 1.0)).all():
+    if task in BINARY_TASKS and not np.isin(finite, (0.0, 1.0)).all():
         raise ValueError(
             f"{task} labels must be 0/1 (or NaN), found {sorted(set(finite) - {0.0, 1.0})[:5]}"
         )
@@ -548,8 +555,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+_digest = sha256_json
 
 
 def _fingerprint_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:

@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from biomol_dl import metrics
 from biomol_dl.config import ConfigError, dataset_models
 
-DEFAULT_PRIMARY = {
-    "regression": "rmse",
-    "binary": "roc_auc",
-    "multitask_binary": "roc_auc",
-    "multiclass": "accuracy",
-}
+# The report ranks by each task's validation metric unless `report.primary_metric` says otherwise.
+DEFAULT_PRIMARY = dict(metrics.DEFAULT_METRIC)
 
 
 def report_models(config: Mapping, dataset: str) -> dict[str, dict[str, Any]]:
