@@ -56,6 +56,18 @@ def snakemake(
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: tiny models gain nothing from threads and lose a lot
+    when the CPUs are shared. Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_config() -> dict:
     return yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())

@@ -24,13 +24,7 @@ def esm_dir(tmp_path_factory):
     return make_tiny_esm(tmp_path_factory.mktemp("tiny_esm"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small forward passes gain nothing from threads, and lose a lot when the CPUs are shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

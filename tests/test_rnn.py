@@ -24,12 +24,7 @@ SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "OC1CCCCC1", "ClC(Cl)Cl", "
 SMALL = {"embed_dim": 16, "hidden": 16, "layers": 2, "head_hidden": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _features(kind: str) -> dict:
