@@ -14,11 +14,9 @@ reach no rule's params.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
-# Source keys that only tell `validate` how to read the fetched file: not part of what is fetched.
-READ_OPTIONS = ("header", "skip_rows", "columns")
+from biomol_dl.sources import READ_OPTIONS, distribution
 
 
 def _parts(source: dict) -> list[dict]:
@@ -33,8 +31,8 @@ def fetch_inputs(config: dict, dataset: str) -> list[str]:
 
 def package_version(package: str) -> str | None:
     """`distribution==version` of the installed distribution shipping `package`, else None."""
-    names = metadata.packages_distributions().get(package, [])
-    return f"{names[0]}=={metadata.version(names[0])}" if names else None
+    found = distribution(package)
+    return f"{found['distribution']}=={found['version']}" if found else None
 
 
 def fetch_identity(config: dict, dataset: str) -> dict[str, Any]:

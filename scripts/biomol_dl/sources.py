@@ -44,7 +44,7 @@ MIRROR_ENV = "BIOMOL_DL_MIRROR"
 DOWNLOAD_TIMEOUT_S = 60
 _EXTENSIONS = {"csv": "csv", "tsv": "tsv", "tab": "tsv", "fasta": "fasta", "fa": "fasta"}
 _FORMATS = ("csv", "tsv", "fasta")
-_READ_OPTIONS = ("header", "skip_rows", "columns")
+READ_OPTIONS = ("header", "skip_rows", "columns")
 
 
 def mirror_folders(mirror: str | Path | Iterable[str | Path] | None) -> list[Path]:
@@ -113,7 +113,7 @@ def read_options(source: dict) -> dict[str, Any]:
     """
     if "parts" in source:
         return {}
-    return {k: source[k] for k in _READ_OPTIONS if source.get(k) is not None}
+    return {k: source[k] for k in READ_OPTIONS if source.get(k) is not None}
 
 
 def resolve_source(
@@ -161,7 +161,7 @@ def _fetch_parts(source: dict, out_raw: Path, *, mirror: Any, cache_dir: Path) -
     if not isinstance(parts, list) or not parts:
         raise DataError("source parts: expected a non-empty list of sources")
     # Read options given beside `parts` apply to every part unless the part overrides them.
-    shared = {k: source[k] for k in _READ_OPTIONS if k in source}
+    shared = {k: source[k] for k in READ_OPTIONS if k in source}
     tables, records, first = [], [], None
     for i, part in enumerate(parts):
         if "parts" in part:
@@ -268,14 +268,15 @@ def _resolve_package(source: dict) -> tuple[Path, dict[str, Any]]:
                 "sha256": actual,
                 "package": package,
                 "resource": resource,
-                **_distribution(package),
+                **distribution(package),
             }
             return candidate, record
     raise DataError(f"package {package}:{resource}: no file {resource!r} in {', '.join(locations)}")
 
 
-def _distribution(package: str) -> dict[str, str]:
-    """Which installed distribution provides `package` and its version (read from metadata only)."""
+def distribution(package: str) -> dict[str, str]:
+    """Which installed distribution provides `package` and its version (read from metadata only;
+    {} when none does). Fetch's provenance records it, and a new version re-runs fetch."""
     from importlib import metadata
 
     names = metadata.packages_distributions().get(package, [])
