@@ -79,6 +79,18 @@ def test_default_config_is_valid():
 )
 def test_benchmark_configs_are_valid(name):
     datasets = yaml.safe_load((BENCH / name).read_text())
+    if "datasets" not in datasets:  # an add-on (transfer.yaml): catalog + molecule datasets + it
+        config = yaml.safe_load((BENCH / CATALOGS["smiles"]).read_text())
+        config["datasets"] = {}
+        for path in sorted(BENCH.glob("*.yaml")):
+            other = yaml.safe_load(path.read_text())
+            if "models" not in other and "datasets" in other:
+                smiles = {k: v for k, v in other["datasets"].items() if v["kind"] == "smiles"}
+                config["datasets"].update(smiles)
+        config.update({k: v for k, v in datasets.items() if k != "models"})
+        config["models"].update(datasets.get("models") or {})
+        load_config(config)
+        return
     if "models" in datasets:  # a self-contained config (the 1,000-job grid on tiny data)
         load_config(datasets)
         return

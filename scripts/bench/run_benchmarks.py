@@ -30,11 +30,14 @@ from peers import REPO, absolute_mirror_env
 CONFIGS = REPO / "config" / "benchmarks"
 
 
-def snakemake_cmd(workdir: Path, catalog: str, dataset_file: str, targets: list[str]) -> list[str]:
+def snakemake_cmd(
+    workdir: Path, catalog: str, dataset_file: str, targets: list[str], extra: list[str] = ()
+) -> list[str]:
+    files = [catalog, *[e for e in extra if e != dataset_file], dataset_file]
     return [
         "/usr/bin/time", "-v", sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(CONFIGS / f"{catalog}.yaml"), str(CONFIGS / f"{dataset_file}.yaml"),
+        "--configfile", *[str(CONFIGS / f"{name}.yaml") for name in files],
         "--cores", "2", *targets,
     ]  # fmt: skip
 
@@ -73,12 +76,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="*", default=[])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--chemprop", action="store_true", help="chemprop after each seed")
+    parser.add_argument("--extra-configs", nargs="*", default=[],
+                        help="more config/benchmarks/<name>.yaml files, after the catalog (e.g. "
+                             "transfer and the datasets its corpus excludes)")  # fmt: skip
+    parser.add_argument("--prep-targets", nargs="*", default=[],
+                        help="files built (and timed) after the prep, before any model, e.g. "
+                             "results/_pretrain/<name>/encoder.pt")  # fmt: skip
     args = parser.parse_args(argv)
 
     workdir = args.workdir.resolve()
     timings = workdir / "timings.jsonl"
     catalog = CONFIGS / f"{args.catalog}.yaml"
     models = yaml.safe_load(catalog.read_text())["models"]
+    for name in args.extra_configs:
+        models.update(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()).get("models") or {})
     unknown = [m for m in args.models if m not in models]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; {catalog} has {', '.join(models)}")
@@ -86,13 +97,17 @@ def main(argv: list[str] | None = None) -> None:
     ds_file = args.dataset_file or ds
 
     def snakemake(targets: list[str]) -> list[str]:
-        return snakemake_cmd(workdir, args.catalog, ds_file, targets)
+        return snakemake_cmd(workdir, args.catalog, ds_file, targets, args.extra_configs)
 
     prep = [f"results/{ds}/split/seed{s}.csv" for s in args.seeds]
     prep += sorted({f"results/{ds}/featurize/{models[m]['featurizer']}.pt" for m in args.models})
     logs = workdir / "bench_logs" / ds
     timed(snakemake(prep), logs / "prep.log",
           {"dataset": ds, "what": f"{ds} prep", "kind": "prep"}, timings)  # fmt: skip
+    for target in args.prep_targets:
+        name = Path(target).parent.name
+        timed(snakemake([target]), logs / f"prep_{name}.log",
+              {"dataset": ds, "what": f"{ds} {name}", "kind": "prep"}, timings)  # fmt: skip
     for seed in args.seeds:
         for model in args.models:
             target = f"results/{ds}/evaluate/{model}/seed{seed}/metrics.json"

@@ -519,6 +519,9 @@ def load_config(config: dict, files: Iterable[str | Path] = ()) -> dict:
     check_options(config)
     config["models"] = expand_grids(config["models"])
     cross_check(config)
+    from biomol_dl import transfer
+
+    transfer.check_config(config)  # corpora, pretrain entries, models' init
     return config
 
 

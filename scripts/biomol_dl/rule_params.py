@@ -68,3 +68,49 @@ def train_model_spec(config: dict, model: str) -> dict[str, Any]:
     spec["name"] = model
     spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
     return spec
+
+
+# ---------------------------------------------------------------------- transfer learning
+# Rules corpus, featurize_corpus and pretrain (workflow/rules/pretrain.smk); train rules take
+# the checkpoint a model starts from as an input (biomol_dl.transfer.init_source).
+
+
+def corpus_inputs(config: dict, corpus: str) -> dict[str, list[str]]:
+    """The corpus's local source files and the clean tables of the datasets it excludes."""
+    entry = config["corpora"][corpus]
+    return {
+        "sources": [i["source"]["path"] for i in entry["sources"] if i["source"]["type"] == "path"],
+        "exclude": [f"results/{d}/validate/clean.csv" for d in entry.get("exclude") or []],
+    }
+
+
+def corpus_spec(config: dict, corpus: str) -> dict[str, Any]:
+    """The corpus entry without `description`, each package source with its installed version
+    (as fetch_identity), so a new wheel re-builds the corpus."""
+    entry = {k: v for k, v in config["corpora"][corpus].items() if k != "description"}
+
+    def identity(source: dict) -> dict:
+        if source.get("type") == "package":
+            return {**source, "version": package_version(source["package"])}
+        return source
+
+    entry["sources"] = [{**i, "source": identity(i["source"])} for i in entry["sources"]]
+    return entry
+
+
+def corpus_featurizer_spec(config: dict, featurizer: str) -> dict[str, Any]:
+    """A graph featurizer's spec with every RDKit descriptor added: the pretraining targets."""
+    spec = dict(config["featurizers"][featurizer])
+    spec.update(add_descriptors=True, descriptor_names=None)
+    return spec
+
+
+def pretrain_spec(config: dict, name: str) -> dict[str, Any]:
+    """The pretrain entry with its name, family and featurizer spec, without `threads`."""
+    entry = {
+        k: v for k, v in config["pretrain"][name].items() if k not in ("threads", "description")
+    }
+    entry["name"] = name
+    entry.setdefault("family", "gnn")
+    entry["featurizer_spec"] = config["featurizers"][entry["featurizer"]]
+    return entry

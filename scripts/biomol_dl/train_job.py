@@ -35,7 +35,7 @@ report(model_file) -> (params, metrics) for the job's tracking run.
 model.pt is a dict loadable with torch.load(path, weights_only=True): format, family, model_name,
 hyperparameters (the model params), train_config, featurizer, featurizer_spec, task,
 label_columns, n_outputs, target_scaler, feature_meta, state_dict, partial_state, extra,
-best_epoch, best_val_metric, monitor, versions.
+best_epoch, best_val_metric, monitor, versions, init (what it started from, or None).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def run_training(
     resume_dir: str | Path | None = None,
     threads: int = 1,
     run: Any = None,
+    init_file: str | Path | None = None,
 ) -> dict:
     """Train one model on one split and write model.pt, predictions.csv and history.csv.
 
@@ -101,6 +102,7 @@ def run_training(
     model_spec: {"name", "family", "featurizer", "featurizer_spec", "params"} (the rule's
       params.model); training-loop keys of params go to TrainConfig, the rest to the family.
     run: a tracking.JobRun (or anything with log_params / log_metrics / set_tags), or None.
+    init_file: the checkpoint a model with `init:` starts from (biomol_dl.pretrain.apply_init).
     Returns a summary dict (best_epoch, best val metric, wall seconds, ...).
     Raises training.Preempted after SIGTERM (the script exits 143; rerunning resumes).
     """
@@ -118,6 +120,9 @@ def run_training(
         torch.cuda.reset_peak_memory_stats(device)
     training.set_seed(seed)  # weight initialization depends on the seed only
     built = _build(family, data)
+    init_info = _start_from(family, built, model_spec, init_file)
+    if init_info:
+        run.log_params({"init": {**dict(model_spec["init"]), **init_info}})
 
     def loader(subset, shuffle: bool, loader_seed: int):
         return family.make_loader(
@@ -134,6 +139,7 @@ def run_training(
             "clean": _file_fingerprint(clean_csv),
             "split": _file_fingerprint(split_csv),
             "features": _file_fingerprint(features_pt),
+            "init": _file_fingerprint(init_file) if init_file else None,
         },
     }
     result = training.fit(
@@ -148,6 +154,7 @@ def run_training(
         fingerprint=fingerprint,
         log_metrics=run.log_metrics,
         keep_resume_state=True,  # until model.pt is written, see below
+        lr_scales=(init_info or {}).get("lr_scales"),
     )
 
     preds = training.predict(
@@ -164,6 +171,7 @@ def run_training(
     built.model.to("cpu")
     checkpoint = _checkpoint(family, built, data, result, cfg, model_spec, model_params, task,
                              label_columns, seed)  # fmt: skip
+    checkpoint["init"] = init_info
     training.atomic_save(checkpoint, out_model)
     training.clear_resume_state(resume_dir)
     summary = _log_end(run, result, device, time.perf_counter() - wall0)
@@ -229,6 +237,21 @@ def _build(family: Family, data: _Inputs) -> _Built:
         else sum(p.numel() for p in model.parameters() if p.requires_grad)
     )
     return _Built(dataset, subsets, model, trainable, n_params, n_trainable)
+
+
+def _start_from(family: Family, built: _Built, model_spec, init_file) -> dict | None:
+    """Load the checkpoint of a model with `init:` into the built model (biomol_dl.pretrain)."""
+    init = model_spec.get("init") or {}
+    if not init:
+        return None
+    if not init_file:
+        raise ValueError(f"{model_spec.get('name')}: `init` is set but no checkpoint file is given")
+    from biomol_dl.pretrain import apply_init
+
+    info = apply_init(family, built.model, init, init_file, model_spec)
+    if built.trainable is None:
+        built.n_trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
+    return info
 
 
 def _log_start(run, cfg, data: _Inputs, built: _Built, device, threads, model_spec, clean_csv):
@@ -649,6 +672,7 @@ def main(job: Job) -> None:
                     resume_dir=job.params.get("resume_dir"),
                     threads=job.threads,
                     run=run,
+                    **({"init_file": job.input["init"]} if job.input.get("init") else {}),
                 )
             except training.Preempted as stop:
                 run.set_tags({"preempted": str(stop)})

@@ -597,15 +597,30 @@ class _StopRequest:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _make_optimizer(model: torch.nn.Module, params: list, cfg: TrainConfig):
-    # no weight decay on biases and normalization weights (1-d tensors), as usual for AdamW
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+def _make_optimizer(
+    model: torch.nn.Module,
+    params: list,
+    cfg: TrainConfig,
+    lr_scales: Mapping[str, float] | None = None,
+):
+    """AdamW over `params`: no weight decay on biases and normalization weights (1-d tensors),
+    as usual for AdamW; a parameter whose name starts with a prefix in `lr_scales` learns at
+    lr * scale (an encoder fine-tuned more gently than its new head)."""
+    scale_of: dict[int, float] = {}
+    for name, p in model.named_parameters():
+        for prefix, scale in (lr_scales or {}).items():
+            if name.startswith(prefix):
+                scale_of[id(p)] = float(scale)
+    grouped: dict[tuple[float, bool], list] = {}
+    for p in params:
+        grouped.setdefault((scale_of.get(id(p), 1.0), p.dim() < 2), []).append(p)
+    # full-rate groups first, decayed before not: param_groups[0] is the one history logs
+    keys = sorted(grouped, key=lambda k: (k[0] != 1.0, k[0], k[1]))
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
+        {"params": grouped[k], "weight_decay": 0.0 if k[1] else cfg.weight_decay,
+         "lr": cfg.lr * k[0]}
+        for k in keys
+    ]  # fmt: skip
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -752,6 +767,7 @@ def fit(
     fingerprint: Mapping[str, Any] | None = None,
     log_metrics: Callable[..., Any] | None = None,
     keep_resume_state: bool = False,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> FitResult:
     """Train `model` in place and leave it holding the weights of the best validation epoch.
 
@@ -770,10 +786,12 @@ def fit(
     log_metrics: called as `log_metrics({...}, step=epoch)` after every epoch (e.g. JobRun's).
     keep_resume_state: leave last.pt for the caller to remove with `clear_resume_state` once its
       outputs are written (a kill while writing them then costs no retraining).
+    lr_scales: {parameter-name prefix: factor of lr} (e.g. {"encoder.": 0.1} to fine-tune a
+      pretrained encoder at a tenth of the head's rate); the schedule scales every group alike.
 
     Raises Preempted (exit status 143) after SIGTERM, once the checkpoint is written.
     """
-    run = _setup(model, task, config, y_train, parameters, resume_dir, fingerprint)
+    run = _setup(model, task, config, y_train, parameters, resume_dir, fingerprint, lr_scales)
     st, rng = _resume(run)
     resumed_from = st.epoch if rng is not None else None
     log.info("training %s on %s (%s): %d trainable parameters, metric %s, up to %d epochs",
@@ -802,7 +820,7 @@ def fit(
     return _finish(run, st, resumed_from, resume_dir, keep_resume_state)
 
 
-def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint) -> _Run:
+def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint, lr_scales) -> _Run:
     """Check the inputs, seed, pick device and precision, build optimizer, grad scaler and loss."""
     cfg.check()
     metric = _resolve_metric(task, cfg.metric)
@@ -835,7 +853,7 @@ def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint) -> _R
         precision=precision,
         params=params,
         keys=keys,
-        optimizer=_make_optimizer(model, params, cfg),
+        optimizer=_make_optimizer(model, params, cfg, lr_scales),
         grad_scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
         loss_fn=_Loss(task, scaler, pos_weight, None, device),
         fingerprint={
@@ -843,6 +861,7 @@ def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint) -> _R
             "task": task,
             "n_train": int(y_train.shape[0]),
             "n_params": int(sum(p.numel() for p in params)),
+            "lr_scales": dict(lr_scales or {}),
             "extra": dict(fingerprint or {}),
         },
         ckpt_path=Path(resume_dir) / RESUME_FILE if resume_dir else None,

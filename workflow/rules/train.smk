@@ -4,6 +4,9 @@
 # name belongs to exactly one family, which keeps the rules unambiguous. Resume checkpoints go to
 # config["resume_dir"], outside the declared outputs.
 #
+# A model with `init:` has the checkpoint it starts from as input `init` (pretrain.smk builds
+# encoders; another dataset's model is that dataset's train job).
+#
 # `params.model` is the model's own entry (biomol_dl.rule_params.train_model_spec): a change to
 # one model re-trains that model only; its `threads` are a resource, not an identity.
 
@@ -17,6 +20,8 @@ for _family, _meta in FAMILIES.items():
             clean="results/{dataset}/validate/clean.csv",
             split="results/{dataset}/split/seed{seed}.csv",
             features=lambda wc: f"results/{wc.dataset}/featurize/{config['models'][wc.model]['featurizer']}.pt",
+            # what a model with `init:` starts from: an encoder.pt or another dataset's model
+            init=lambda wc: bdl_transfer.init_source(config, wc.model) or [],
         output:
             model=f"results/{{dataset}}/train/{{model}}/seed{{seed}}/{_meta['model_file']}",
             predictions="results/{dataset}/train/{model}/seed{seed}/predictions.csv",

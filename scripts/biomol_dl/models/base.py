@@ -21,7 +21,9 @@ and builds, for the torch loop, from `self.params` (an instance of Params):
 
 (see train_job's docstring for what each receives) with optional hooks whose defaults do
 nothing: prepare_model, trainable_parameters, extra_checkpoint, check_checkpoint, feature_meta,
-report. A family that does not train with the torch loop overrides `train` and `predict`.
+report. A family whose network has an encoder names it in `encoder_modules` and says in
+`encoder_signature` which params shape it: models of it can then be pretrained and fine-tuned
+(biomol_dl.transfer, biomol_dl.pretrain). A family that does not train with the torch loop overrides `train` and `predict`.
 
 Family modules import no torch, scikit-learn or RDKit at module level (their networks live in
 biomol_dl/models/nets/ and load inside the methods): `biomol_dl.config` imports every family to
@@ -138,6 +140,11 @@ class Family:
     model_file: ClassVar[str] = "model.pt"
     mem_mb: ClassVar[int] = 16000
     runtime: ClassVar[int] = 720
+    # Transfer learning (biomol_dl.transfer): the submodules of build_model's network that make
+    # its encoder (loaded from a pretrained or another dataset's checkpoint, frozen on request)
+    # and the one holding the head (a Sequential whose Linear layers are the head layers).
+    encoder_modules: ClassVar[tuple[str, ...]] = ()
+    head_module: ClassVar[str] = "head"
 
     def __init__(self, params: Mapping[str, Any] | ModelParams | None = None):
         """params: the model entry's params (model and loop keys) or a Params instance."""
@@ -222,6 +229,11 @@ class Family:
         from biomol_dl.train_job import feature_meta
 
         return feature_meta(features, n_examples)
+
+    def encoder_signature(self) -> dict[str, Any]:
+        """The params that fix the encoder's weights (their shapes and meaning): two models can
+        share an encoder only when these are equal (families with `encoder_modules`)."""
+        return {}
 
     def report(self, model_file: str | Path) -> tuple[dict, dict]:
         """(params, metrics) to track beside the job's own, read from the trained model file."""

@@ -81,6 +81,15 @@ class GNNFamily(Family):
 
     Params = GNNParams
     featurizers = ("graph",)
+    encoder_modules = ("encoder", "pool")  # message passing and, when attention, the pooling
+
+    def encoder_signature(self) -> dict[str, Any]:
+        p = self.params.settings()
+        keys = ["arch", "hidden", "depth", "batch_norm"]
+        keys += {"gatv2": ["heads"], "attentivefp": ["timesteps"]}.get(p["arch"], [])
+        signature = {k: p[k] for k in keys}
+        signature["attention_pooling"] = p["pooling"] == "attention"
+        return signature
 
     def build_datasets(self, features: Mapping[str, Any], y: Any) -> list:
         from biomol_dl.models.nets import gnn

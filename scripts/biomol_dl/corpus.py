@@ -1,0 +1,226 @@
+"""The corpus rule: unlabelled molecules for pretraining, from one or more sources.
+
+A corpus (config `corpora.<name>`, see biomol_dl.transfer) is read source by source (any source
+type a dataset takes; biomol_dl.sources), each SMILES checked exactly as a smiles dataset's are
+(biomol_dl.validate, with the corpus's `validation` options), then
+
+1. deduplicated by canonical SMILES across all sources (the first occurrence is kept),
+2. stripped of the molecules of the `exclude` datasets: a corpus molecule goes when its InChIKey
+   (or, with exclude_match: connectivity, the InChIKey's first block) or its canonical SMILES is
+   that of a molecule in an excluded dataset's clean table,
+3. sampled down to `max_molecules` (seeded) when given.
+
+Every row read ends in exactly one of molecules.csv (columns id, input, inchikey, source, row:
+`input` is the canonical SMILES, so the featurize code reads it as it reads a clean table) or
+rejects.csv (source, row, line, column, value, reason); summary.json counts both per source and
+per reason, and kept + rejected = rows in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomol_dl.io import DataError
+from biomol_dl.logutil import get
+
+log = get(__name__)
+
+REJECT_COLUMNS = ["source", "row", "line", "column", "value", "reason"]
+SAMPLE_SEED = 0
+
+
+def _inchikey(Chem: Any, smiles: str) -> str:
+    mol = Chem.MolFromSmiles(smiles)
+    return Chem.MolToInchiKey(mol) if mol is not None else ""
+
+
+def _match_key(inchikey: str, how: str) -> str:
+    return inchikey.split("-")[0] if how == "connectivity" and inchikey else inchikey
+
+
+def excluded_molecules(
+    clean_tables: Mapping[str, str | Path], how: str = "inchikey"
+) -> tuple[dict[str, str], dict[str, str]]:
+    """({match key: dataset}, {canonical SMILES: dataset}) of the excluded datasets' molecules."""
+    from rdkit import Chem, RDLogger
+
+    from biomol_dl.io import read_table
+
+    RDLogger.DisableLog("rdApp.*")
+    by_key: dict[str, str] = {}
+    by_smiles: dict[str, str] = {}
+    for dataset, path in clean_tables.items():
+        for smiles in read_table(path)["input"]:
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None:
+                continue
+            canonical = Chem.MolToSmiles(mol)
+            by_smiles.setdefault(canonical, dataset)
+            key = _match_key(Chem.MolToInchiKey(mol), how)
+            if key:
+                by_key.setdefault(key, dataset)
+    return by_key, by_smiles
+
+
+def build_corpus(
+    entry: Mapping[str, Any],
+    out_molecules: str | Path,
+    out_rejects: str | Path,
+    out_summary: str | Path,
+    *,
+    exclude_tables: Mapping[str, str | Path] | None = None,
+    mirror: Any = None,
+    cache_dir: str | Path = "resources/downloads",
+    diagnostics: tuple[str | Path, str | Path] | None = None,
+) -> dict[str, Any]:
+    """Read, check, deduplicate, exclude and sample a corpus; write its three files.
+
+    entry: the corpus's config entry (sources, validation, exclude_match, max_molecules).
+    exclude_tables: {dataset: its validate/clean.csv} for each dataset in `exclude`.
+    diagnostics: (rejects, summary) copies kept in the rule's log folder (they survive a failure).
+    Raises DataError (one line) when a source cannot be read or no molecule remains.
+    """
+    from rdkit import Chem
+
+    from biomol_dl import validate
+    from biomol_dl.hashing import sha256_file
+
+    options = validate.validation_options(
+        {"kind": "smiles", "task": "regression", "validation": entry.get("validation") or {}},
+        "corpus",
+    )
+    how = entry.get("exclude_match") or "inchikey"
+    by_key, by_smiles = excluded_molecules(exclude_tables or {}, how)
+    rejects: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    first: dict[str, tuple[str, int]] = {}
+    per_source: list[dict[str, Any]] = []
+    for item in entry["sources"]:
+        label, table, origin = _read_source(item, mirror, cache_dir)
+        column = item["input_column"]
+        checker = validate._SmilesChecker(options, column)
+        lines = table.attrs.get(validate.LINES_ATTR)
+        counts: Counter[str] = Counter()
+        with checker.quiet():
+            for i, raw in enumerate(table[column].astype(str).tolist()):
+                where = {"source": label, "row": i + 1, "line": lines[i] if lines else None}
+                try:
+                    smiles, canonical = checker(raw)
+                except validate._Reject as err:
+                    reason = err.reason
+                    rejects.append({**where, "column": err.column, "value": err.value,
+                                    "reason": reason})  # fmt: skip
+                    counts[reason.split(":", 1)[0]] += 1
+                    continue
+                if canonical in first:
+                    src, row = first[canonical]
+                    reason = f"duplicate: the same molecule as {src} row {row}"
+                elif canonical in by_smiles:
+                    reason = f"excluded: in dataset {by_smiles[canonical]}"
+                else:
+                    reason = None
+                inchikey = _inchikey(Chem, canonical) if reason is None else ""
+                if reason is None and _match_key(inchikey, how) in by_key:
+                    dataset = by_key[_match_key(inchikey, how)]
+                    reason = f"excluded: in dataset {dataset} (InChIKey {inchikey}, match {how})"
+                if reason is not None:
+                    rejects.append({**where, "column": column, "value": raw, "reason": reason})
+                    counts[reason.split(":", 1)[0]] += 1
+                    continue
+                first[canonical] = (label, i + 1)
+                kept.append({"input": canonical, "inchikey": inchikey, **where})
+                counts["kept"] += 1
+        per_source.append(
+            {"source": label, "origin": origin, "input_column": column, "rows_in": len(table),
+             **dict(sorted(counts.items()))}
+        )  # fmt: skip
+        log.info("%s: %d rows, %s", label, len(table), dict(counts))
+
+    limit = entry.get("max_molecules")
+    if limit and len(kept) > limit:
+        rng = np.random.default_rng(SAMPLE_SEED)
+        chosen = set(rng.choice(len(kept), size=int(limit), replace=False).tolist())
+        for j, mol in enumerate(kept):
+            if j not in chosen:
+                rejects.append({"source": mol["source"], "row": mol["row"], "line": mol["line"],
+                                "column": None, "value": mol["input"],
+                                "reason": f"not_sampled: max_molecules {limit}"})  # fmt: skip
+        kept = [mol for j, mol in enumerate(kept) if j in chosen]
+
+    rows_in = sum(s["rows_in"] for s in per_source)
+    molecules = pd.DataFrame(
+        {
+            "id": [f"m{j + 1}" for j in range(len(kept))],
+            "input": [m["input"] for m in kept],
+            "inchikey": [m["inchikey"] for m in kept],
+            "source": [m["source"] for m in kept],
+            "row": [m["row"] for m in kept],
+        }
+    )
+    rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"line": "Int64"})
+    summary = {
+        "rows_in": rows_in,
+        "kept": len(molecules),
+        "rejected": len(rejects_df),
+        "by_reason": dict(
+            sorted(Counter(r.split(":", 1)[0] for r in rejects_df["reason"]).items())
+        ),
+        "sources": per_source,
+        "exclude": {
+            "datasets": sorted(exclude_tables or {}),
+            "match": how,
+            "molecules": len(by_key),
+        },  # fmt: skip
+        "max_molecules": limit,
+        "validation": options,
+    }
+    assert summary["kept"] + summary["rejected"] == rows_in, "the corpus lost rows"
+    for path in (out_molecules, out_rejects, out_summary):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    targets = [(out_rejects, out_summary)] + ([diagnostics] if diagnostics else [])
+    if len(molecules):
+        molecules.to_csv(out_molecules, index=False)
+        summary["sha256"] = sha256_file(out_molecules)
+    for rejects_path, summary_path in targets:
+        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+        rejects_df.to_csv(rejects_path, index=False)
+        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if not len(molecules):
+        kept_at = diagnostics or (out_rejects, out_summary)
+        raise DataError(
+            f"corpus: no molecule remains of {rows_in} rows ({summary['by_reason']}); every "
+            f"reason is in {kept_at[0]}"
+        )
+    log.info("corpus: %d molecules kept of %d rows (%s) -> %s", len(molecules), rows_in,
+             summary["by_reason"], out_molecules)  # fmt: skip
+    return summary
+
+
+def _read_source(item: Mapping[str, Any], mirror: Any, cache_dir: str | Path):
+    """(display label, table of strings, origin) of one corpus source."""
+    from biomol_dl import sources
+    from biomol_dl.io import read_raw_table
+
+    source = item["source"]
+    label = sources.source_label(source)
+    path = sources.resolve_source(source, mirror=mirror, cache_dir=cache_dir)
+    fmt = sources.source_format(source)
+    table = read_raw_table(
+        path,
+        fmt,
+        required=[item["input_column"]],
+        display_name=label,
+        **sources.read_options(source),
+    )
+    return label, table, label
+
+
+def sources_of(entry: Mapping[str, Any]) -> Sequence[dict]:
+    return [item["source"] for item in entry["sources"]]
