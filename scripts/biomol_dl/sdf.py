@@ -96,14 +96,19 @@ def _read_record(Chem, rdBase, number, start, lines, smiles_property, rows, erro
     elif end is None:
         errors[len(rows)] = ("mol block", title, f"invalid_molblock: {where}: no 'M  END' line")
     else:
+        failure = ""
         with rdBase.CaptureErrorLog() as capture:
-            mol = Chem.MolFromMolBlock("\n".join(block) + "\n", sanitize=True, removeHs=True)
+            try:
+                mol = Chem.MolFromMolBlock("\n".join(block) + "\n", sanitize=True, removeHs=True)
+            except (RuntimeError, ValueError) as err:  # some parse errors raise instead
+                mol, failure = None, " ".join(str(err).split())
         if mol is None:
-            detail = _message(capture.messages) or "no message"
+            detail = _message(capture.messages) or failure[:200]
             errors[len(rows)] = (
                 "mol block",
                 title,
-                f"invalid_molblock: {where}: RDKit could not read it: {detail}",
+                f"invalid_molblock: {where}: RDKit could not read it"
+                + (f": {detail}" if detail else " (it gave no reason)"),
             )
         elif mol.GetNumAtoms() == 0:
             errors[len(rows)] = ("mol block", title, f"empty_molecule: {where}: no atoms")
@@ -118,6 +123,16 @@ def _read_record(Chem, rdBase, number, start, lines, smiles_property, rows, erro
     rows.append(row)
 
 
+_STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+_NOISE = re.compile(
+    r"^(\*+|-+|Stacktrace:|\d+# .*|Violation occurred .*|Failed Expression: .*|"
+    r"(Pre|Post)-condition Violation|Invariant Violation)$"
+)
+
+
 def _message(text: str) -> str:
-    lines = [re.sub(r"^\[\d\d:\d\d:\d\d\]\s*", "", ln).strip() for ln in text.splitlines()]
-    return "; ".join(ln for ln in lines if ln and not ln.startswith("*"))[:200]
+    """RDKit's message without time stamps, and without the stack trace an invariant violation
+    (an unknown element) logs."""
+    lines = [_STAMP.sub("", ln).strip() for ln in text.splitlines()]
+    unique = list(dict.fromkeys(ln for ln in lines if ln and not _NOISE.match(ln)))
+    return "; ".join(unique)[:200]
