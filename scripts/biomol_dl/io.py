@@ -1,5 +1,6 @@
-"""Read a raw table (CSV, TSV or FASTA) into a DataFrame of strings, with one-line errors; and
-read the workflow's own tables (clean, split, predictions, rejects) with ids kept as strings.
+"""Read a raw table (CSV, TSV, FASTA, SDF or Parquet; plain or compressed) into a DataFrame of
+strings, with one-line errors; and read the workflow's own tables (clean, split, predictions,
+rejects) with ids kept as strings.
 
 For the `validate` rule, `sources` (which concatenates multi-part sources) and `predict`. Every
 raw cell comes back as a `str`, exactly as written in the file: nothing is converted to a number
@@ -13,6 +14,15 @@ where the problem sits on a line, the 1-based file line.
 
 What a raw file may look like:
 
+  compression  gzip, bz2, xz or a zip holding one file, recognised by the first bytes (never by
+             the name) and removed before anything else (`read_bytes`); a corrupt or truncated
+             archive, a zip of several files (use the source option `member`) and a tar archive
+             are one-line errors.
+  format     given by the caller, else `detect_format`: the name's extension after any
+             compression extension (EXTENSIONS; a known unsupported one such as .xlsx or .json
+             is an error naming it), else the content (`sniff_format`). Content that is clearly
+             another format than the one asked for (Parquet, SDF or FASTA read as CSV; an Excel
+             workbook; HDF5, SQLite, PDF) is an error naming what it is.
   encoding   UTF-8, with or without a byte-order mark. UTF-16 / UTF-32 (recognised by their
              byte-order mark), other encodings and NUL bytes are one-line errors.
   newlines   LF, CRLF and old-Mac CR-only are all read; they are normalised to LF first (a CR
@@ -25,12 +35,12 @@ What a raw file may look like:
              an error naming its line. Blank (or whitespace-only) lines are skipped. Header names
              are used as written; a repeated name is an error, an empty one is called
              `column_<k>`.
-  FASTA      records start with `>`; the id is the first word of the header line and `key=value`
-             pairs after it become columns (see `_header_fields`). Sequence lines are joined with
-             their surrounding whitespace removed (line breaks are the format); whitespace inside
-             a line stays in the sequence, for validation to reject. A record without sequence
-             lines is kept with an empty sequence (validation rejects it: empty_input); `>` alone
-             is a record with an empty id. Text before the first `>` is an error.
+  FASTA      records start with `>`; the header line becomes `id` and columns as the option
+             `fasta_header` says (biomol_dl.fasta: key=value, uniprot, fields, a regex); a
+             header that does not fit is a read error of that record (see READ_ERRORS_ATTR).
+  SDF        one row per record: `id`, `smiles` from the mol block, one column per data item
+             (biomol_dl.sdf); a record RDKit cannot read is a read error of that record.
+  Parquet    flat columns as strings (pyarrow); a null or NaN is "".
 
 Header-less files (modlAMP's AMPvsUniProt.csv starts with the line `5200,1,UniProt,AMP`, a count
 and the class names, not column names) are read with source options:

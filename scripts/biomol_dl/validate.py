@@ -56,6 +56,12 @@ rejects table's `reason` up to the colon):
                          and for `classes:` from the config alike; two config classes that are
                          one class fail. Derived classes are sorted numbers first.
 
+  records  A record the reader could read but not use (io.READ_ERRORS_ATTR) is rejected with
+            the reader's reason, before its input is looked at: invalid_molblock and
+            empty_molecule (an SDF record, with record number and file line; column `mol
+            block`), header_mismatch (a FASTA header that does not fit `fasta_header`; column
+            `header`).
+
 Duplicates are found on the canonical SMILES (whatever `canonical` says) or on the normalised
 sequence. `mean` averages the labels; `drop_conflicts` merges copies whose labels agree (multitask:
 agree wherever both are present) and rejects every copy when they disagree; `first` keeps the first
