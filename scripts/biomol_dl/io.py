@@ -178,6 +178,29 @@ def compression_of(path: str | Path) -> str | None:
     return next((k for magic, k in _COMPRESSION_MAGIC if head.startswith(magic)), None)
 
 
+def read_head(path: str | Path, display_name: str | None = None, size: int = _SNIFF_BYTES) -> bytes:
+    """The first `size` decompressed bytes of a file, without reading all of it (for sniffing
+    the format when a workflow is planned)."""
+    name = display_name or str(path)
+    kind = compression_of(path)
+    try:
+        if kind == "gzip":
+            with gzip.open(path, "rb") as handle:
+                return handle.read(size)
+        if kind == "bz2":
+            with bz2.open(path, "rb") as handle:
+                return handle.read(size)
+        if kind == "xz":
+            with lzma.open(path, "rb") as handle:
+                return handle.read(size)
+    except (OSError, EOFError, lzma.LZMAError) as err:
+        raise DataError(f"{name}: {kind}-compressed, but the data is corrupt ({err})") from None
+    if kind == "zip":
+        return decompress(Path(path).read_bytes(), name)[0][:size]
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
 def decompress(data: bytes, name: str) -> tuple[bytes, str | None]:
     """`data` with its compression (recognised by content) removed, and the compression's name."""
     found: list[str] = []

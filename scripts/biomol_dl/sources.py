@@ -50,7 +50,7 @@ from biomol_dl.io import (
     DataError,
     compression_of,
     format_from_name,
-    read_bytes,
+    read_head,
     read_raw_table,
     sniff_format,
 )
@@ -145,8 +145,7 @@ def _sniff_local(source: dict) -> str | None:
     if not path.is_file():
         return None
     label = source_label(source)
-    data, _ = read_bytes(path, label)
-    return sniff_format(data, label)
+    return sniff_format(read_head(path, label), label)
 
 
 def read_options(source: dict) -> dict[str, Any]:
