@@ -19,7 +19,9 @@ key. In order:
    parsed into its family's Params dataclass (biomol_dl.models), whose fields (plus, for torch
    families, the training loop's `TrainConfig` fields) are the valid keys and whose annotations
    are their types; the family's `check` tests the values. Split options come from
-   `splits.check_spec`, and validation options from `validate.validation_options`.
+   `splits.check_spec`, validation options from `validate.validation_options`, and each source's
+   format (`sources.source_format`: an unsupported one such as .xlsx fails here) and FASTA header
+   option (`fasta.header_parser`) are checked by `check_source`.
 5. Grids expand into `<name>__<key>-<value>_...` models. A model's own name cannot contain '__',
    so no generated name can equal it; two combinations that get one name fail.
 6. Every expanded model's params are parsed into its family's dataclass again (a grid value can

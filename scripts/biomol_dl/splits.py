@@ -57,7 +57,8 @@ homology (protein sequences)  options: `metric` ("kmer"), `k` ("auto"), `max_sim
       per query; Debian/Ubuntu package mmseqs2, or conda bioconda::mmseqs2; an optional
       dependency, a clear error names how to install it when missing); identity = identical
       aligned positions (nident) / length of the shorter sequence, as for "identity". For data
-      sets of any size (seconds for thousands of full-length proteins), at the price of
+      sets of any size (2-3 min for 3,147 eSol proteins or 5,200 peptides' 26 s, one thread),
+      at the price of
       MMseqs2's prefilter: pairs it does not report count as 0, so the bound holds over the
       pairs it reports (the info says so).
     `max_identity` is accepted as another name for `max_similarity`. If one cluster is so large that
@@ -658,7 +659,7 @@ def _identity_matrix(sequences: list[str]) -> np.ndarray:
     if seconds > IDENTITY_MAX_SECONDS:
         raise ValueError(
             f"invalid split spec: metric identity would align {len(sequences)} sequences pairwise "
-            f"(about {seconds / 60:.0f} min); use metric kmer for a data set this size"
+            f"(about {seconds / 60:.0f} min); use metric kmer or mmseqs for a data set this size"
         )
     aligner = identity_aligner()
     alphabet = set(aligner.substitution_matrix.alphabet)
