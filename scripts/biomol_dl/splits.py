@@ -57,8 +57,8 @@ homology (protein sequences)  options: `metric` ("kmer"), `k` ("auto"), `max_sim
       per query; Debian/Ubuntu package mmseqs2, or conda bioconda::mmseqs2; an optional
       dependency, a clear error names how to install it when missing); identity = identical
       aligned positions (nident) / length of the shorter sequence, as for "identity". For data
-      sets of any size (2-3 min for 3,147 eSol proteins or 5,200 peptides' 26 s, one thread),
-      at the price of
+      sets of any size (on one thread: 26 s for 5,200 peptides, about 2.5 min for 3,147 eSol
+      proteins), at the price of
       MMseqs2's prefilter: pairs it does not report count as 0, so the bound holds over the
       pairs it reports (the info says so).
     `max_identity` is accepted as another name for `max_similarity`. If one cluster is so large that
