@@ -26,7 +26,12 @@ try:
             cache_dir=DOWNLOAD_CACHE,
         )
         run.set_tags(
-            {"source.origin": provenance["origin"], "source.sha256": provenance["raw_sha256"]}
+            {
+                "source.origin": provenance["origin"],
+                "source.sha256": provenance["raw_sha256"],
+                "source.format": provenance["format"],
+                "source.compression": provenance.get("compression") or "none",
+            }
         )
         run.log_metrics({"bytes": provenance["bytes"]})
         run.log_artifact(job.output["provenance"])

@@ -17,7 +17,10 @@ evaluation and the report's readers and checks that they come out unchanged.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,25 @@ class Case:
             shown = {**self.clean, **self.summary}
             parts.append("kept: " + ", ".join(f"{k} = {v!r}" for k, v in shown.items()))
         return "reject " + "; ".join(parts) if self.rejects else "; ".join(parts)
+
+
+def molblock(title: str, atoms: str, bonds: str, y: str) -> str:
+    """One SD record: V2000 atoms given as symbols in a chain (`C C O` is ethanol)."""
+    symbols = atoms.split()
+    lines = [title, "  corpus", "", f"{len(symbols):3d}{len(symbols) - 1:3d}  0  0  0  0  0  0  0"
+             "  0999 V2000"]  # fmt: skip
+    lines += [f"{1.5 * k:10.4f}    0.0000    0.0000 {s:<3} 0  0" for k, s in enumerate(symbols)]
+    lines += [f"{k:3d}{k + 1:3d}{bonds}  0" for k in range(1, len(symbols))]
+    return "\n".join([*lines, "M  END", ">  <y>", y, "", "$$$$"]) + "\n"
+
+
+def xlsx() -> bytes:
+    """The zip members that make a file an Excel workbook (the sheet itself does not matter)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name in ("[Content_Types].xml", "xl/workbook.xml", "xl/worksheets/sheet1.xml"):
+            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), "<x/>")
+    return buffer.getvalue()
 
 
 GOOD = "ok,CCO,0.5"  # one valid row, so that a case's rejects do not empty the table
@@ -575,6 +597,65 @@ CASES: list[Case] = [
             source={"header": False, "skip_rows": 1, "columns": ["sequence", "label"]},
         ),  # fmt: skip
         rejects={2: "whitespace_in_sequence"},
+        lines={2: 3},
+    ),
+    Case(
+        "file_gzip_csv",
+        "a gzip-compressed CSV (recognised by its first bytes, whatever the file is called)",
+        gzip.compress(rows(GOOD, "b,CCN,1").encode(), mtime=0),
+        smiles(),
+        clean={"id": ["ok", "b"]},
+    ),
+    Case(
+        "file_gzip_truncated",
+        "a gzip file cut short",
+        gzip.compress(rows(GOOD).encode(), mtime=0)[:-12],
+        smiles(),
+        error="gzip-compressed, but the data is corrupt or truncated",
+    ),
+    Case(
+        "file_xlsx",
+        "an Excel workbook saved as .csv",
+        xlsx(),
+        smiles(),
+        error="unsupported format 'xlsx' (an Excel workbook); supported: csv, tsv, fasta, sdf,",
+    ),
+    Case(
+        "file_parquet_as_csv",
+        "Parquet bytes read as CSV",
+        b"PAR1\x15\x04\x15",
+        smiles(),
+        error="the content is PARQUET, but it is read as CSV",
+    ),
+    Case(
+        "file_sdf_as_csv",
+        "an SD file read as CSV",
+        molblock("ethanol", "C C O", "  1", "0.5"),
+        smiles(),
+        error="the content is SDF, but it is read as CSV",
+    ),
+    Case(
+        "sdf_bad_records",
+        "SDF: an unknown element, an oxygen with a triple bond, a query bond (type 5), a good one",
+        molblock("a", "C C Xx", "  1", "1")
+        + molblock("b", "C O", "  3", "2")
+        + molblock("c", "C C", "  5", "3")
+        + molblock("ok", "C C O", "  1", "0.5"),
+        smiles(format="sdf"),
+        rejects={
+            1: "invalid_molblock: record 1 (line 1): RDKit could not read it: Element 'Xx'",
+            2: "invalid_molblock: record 2 (line 15): RDKit could not read it: Explicit valence",
+            3: "query_bond",
+        },
+        lines={1: 1, 2: 15, 3: 27},
+        clean={"id": ["ok"], "input": ["CCO"]},
+    ),
+    Case(
+        "fasta_header_fields",
+        "FASTA with `fasta_header: {fields: [label]}`: one header has two fields",
+        ">P1 1\nMKV\n>P2 0 extra\nMKL\n>P3 0\nMKK\n",
+        protein(fmt="fasta", source={"fasta_header": {"fields": ["label"]}}),
+        rejects={2: "header_mismatch: line 3: 2 field(s) after the id, expected 1 (label)"},
         lines={2: 3},
     ),
     Case("file_empty", "an empty file (whitespace only)", "\n  \n", smiles(), error="empty file"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -424,6 +425,54 @@ def test_homology_giant_cluster_fails_with_advice():
         split(clean_table(seqs), {"strategy": "homology"}, kind="protein")
 
 
+def test_auto_k_and_threshold_follow_the_longest_sequence():
+    assert [splits.auto_k(n) for n in (0, 40, 400, 401, 1367, 8000, 13100)] == [3, 3, 3, 4, 4, 4, 5]
+    assert [splits.auto_max_similarity("kmer", k) for k in (3, 4, 5)] == [0.5, 0.397, 0.315]
+    assert splits.auto_max_similarity("mmseqs", 5) == 0.5
+
+
+def test_auto_mode_splits_full_length_proteins_where_k3_makes_one_cluster():
+    # 24 proteins in 8 families plus one 9,000-residue protein: with k = 3 it holds 2/3 of all
+    # 3-mers, so every protein is "similar" to it and all fall into one cluster.
+    seqs = families(8, 3, 300, 30, seed=5)
+    rng = np.random.default_rng(1)
+    seqs.append("".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=9000)))
+    table = clean_table(seqs)
+    with pytest.raises(DataError, match=r"holds 25 of 25 rows .* or k above 3"):
+        split(table, {"strategy": "homology", "k": 3, "max_similarity": 0.5}, kind="protein")
+    assignment, info = split(table, {"strategy": "homology"}, 0, kind="protein")
+    diagnostics = info["diagnostics"]
+    assert (diagnostics["k"], diagnostics["max_similarity"]) == (5, 0.315)
+    assert diagnostics["largest_cluster"] == 3  # the families, found at k = 5 too
+    kmer5 = lambda a, b: containment(a, b, 5)  # noqa: E731
+    assert cross_max(seqs, assignment.to_numpy(), "test", "train", kmer5) <= 0.315
+
+
+def test_mmseqs_metric_needs_the_program(monkeypatch):
+    import biomol_dl.mmseqs
+
+    monkeypatch.delenv(biomol_dl.mmseqs.ENV, raising=False)
+    monkeypatch.setattr(biomol_dl.mmseqs.shutil, "which", lambda _: None)
+    spec = {"strategy": "homology", "metric": "mmseqs"}
+    with pytest.raises(ValueError, match=r"metric mmseqs needs the MMseqs2 program.*apt-get"):
+        split(clean_table(PEPTIDES), spec, kind="protein")
+
+
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed")
+def test_mmseqs_metric_bound_holds_over_reported_pairs():
+    seqs = families(8, 4, 60, 6, seed=2)
+    assignment, info = split(
+        clean_table(seqs), {"strategy": "homology", "metric": "mmseqs"}, 0, kind="protein"
+    )
+    diagnostics = info["diagnostics"]
+    assert diagnostics["max_similarity"] == 0.5
+    assert diagnostics["n_clusters"] == 8  # each family linked, no family split
+    families_of = np.repeat(np.arange(8), 4)
+    for f in range(8):
+        assert len(set(assignment.to_numpy()[families_of == f])) == 1
+    assert max(diagnostics["max_similarity_between"].values()) <= 0.5
+
+
 def independent_identity(a: str, b: str) -> float:
     from Bio import Align
     from Bio.Align import substitution_matrices
@@ -478,14 +527,17 @@ def test_homology_on_esol_proteins():
     raw = pd.concat([pd.read_csv(ESOL / "eSol_train.csv"), pd.read_csv(ESOL / "eSol_test.csv")])
     seqs = raw["sequence"].str.strip().tolist()
     assignment, info = split(clean_table(seqs), {"strategy": "homology"}, 0, kind="protein")
-    vec = CountVectorizer(analyzer="char", ngram_range=(3, 3), lowercase=False, binary=True)
+    # auto: the longest eSol protein has 1,367 residues, so k = 4 and 0.5^(4/3)
+    k, threshold = info["diagnostics"]["k"], info["diagnostics"]["max_similarity"]
+    assert (k, threshold, info["diagnostics"]["auto"]) == (4, 0.397, ["k", "max_similarity"])
+    vec = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False, binary=True)
     x = vec.fit_transform(seqs).astype(np.float64)
     size = np.asarray(x.sum(axis=1)).ravel()
     test = np.flatnonzero(assignment == "test")
     train = np.flatnonzero(assignment == "train")
     shared = (x[test] @ x[train].T).toarray()
     sim = shared / np.minimum(size[test, None], size[None, train])
-    assert sim.max() <= 0.5
+    assert sim.max() <= threshold
     assert info["diagnostics"]["max_similarity_between"]["test_train"] == pytest.approx(
         sim.max(), abs=1e-4
     )

@@ -19,7 +19,9 @@ key. In order:
    parsed into its family's Params dataclass (biomol_dl.models), whose fields (plus, for torch
    families, the training loop's `TrainConfig` fields) are the valid keys and whose annotations
    are their types; the family's `check` tests the values. Split options come from
-   `splits.check_spec`, and validation options from `validate.validation_options`.
+   `splits.check_spec`, validation options from `validate.validation_options`, and each source's
+   format (`sources.source_format`: an unsupported one such as .xlsx fails here) and FASTA header
+   option (`fasta.header_parser`) are checked by `check_source`.
 5. Grids expand into `<name>__<key>-<value>_...` models. A model's own name cannot contain '__',
    so no generated name can equal it; two combinations that get one name fail.
 6. Every expanded model's params are parsed into its family's dataclass again (a grid value can
@@ -391,6 +393,30 @@ def check_validation(name: str, ds: Mapping) -> None:
         ) from None
 
 
+def check_source(name: str, ds: Mapping) -> None:
+    """A source's format can be told (or is one the readers take) and its FASTA header option
+    compiles: both fail here, before any job, rather than inside fetch or validate."""
+    from biomol_dl.fasta import header_parser
+    from biomol_dl.io import DataError
+    from biomol_dl.sources import source_format
+
+    source = ds["source"]
+    path = f"datasets.{name}.source"
+    singles = [(f"{path}.parts[{i}]", p) for i, p in enumerate(source.get("parts") or [])]
+    for where, single in singles or [(path, source)]:
+        try:
+            fmt = source_format(single)
+            option = single.get("fasta_header", source.get("fasta_header"))
+            if option is not None:
+                header_parser(option, "fasta_header")
+                if fmt != "fasta":
+                    raise DataError(f"fasta_header: applies to FASTA; this source is {fmt}")
+            if single.get("smiles_property") is not None and fmt != "sdf":
+                raise DataError(f"smiles_property: applies to SDF; this source is {fmt}")
+        except DataError as err:
+            raise ConfigError(f"invalid config at '{where}': {err}") from None
+
+
 def check_options(config: dict) -> None:
     """Featurizer, model, split and validation options, per type (after the schema)."""
     for name, spec in config["featurizers"].items():
@@ -404,6 +430,7 @@ def check_options(config: dict) -> None:
             )
         check_model(name, spec)
     for name, ds in config["datasets"].items():
+        check_source(name, ds)
         check_split(name, ds)
         check_validation(name, ds)
 

@@ -3,13 +3,22 @@ inside an installed Python package; for the `fetch` rule and for anyone loading 
 
 A `source` config entry is one of
 
-    {type: path, path: data/x.csv, format?: csv|tsv|fasta, sha256?, member?}
+    {type: path, path: data/x.csv, format?: csv|tsv|fasta|sdf|parquet, sha256?, member?}
     {type: url, url: https://...|file://..., sha256: <64 hex>, format?, member?, mirror_path?}
     {type: package, package: B3DB, resource: B3DB_regression.tsv, format?, sha256?}
     {parts: [{<one of the above>, part: train}, {..., part: test}]}
 
-plus the read options of `io.read_raw_table` (header, skip_rows, columns). `member` picks one file
-inside a .zip. Package resources are located through the import system's *spec* of the package,
+plus the read options of `io.read_raw_table` (header, skip_rows, columns for CSV/TSV;
+fasta_header for FASTA; smiles_property for SDF). `member` picks one file inside a .zip. Each
+part of `parts` needs a `part` name: it becomes the value of the combined table's `part` column
+(what a predefined split reads).
+
+Compression is never a format: gzip, bz2, xz and one-file zip archives are recognised by their
+first bytes whenever a file is read (io.read_bytes), for every source type, so `hiv.csv.gz` is a
+CSV. The format is `format:` when given, else the file name's extension after any compression
+extension (`.csv.gz` -> csv, `.sd.gz` -> sdf), else, for a local file (path, package), its
+content (io.sniff_format), else csv. The fetched raw file keeps the source's bytes unchanged
+(compressed or not); its provenance records the compression found. Package resources are located through the import system's *spec* of the package,
 which finds its folder without running the package's code (B3DB's `__init__` imports pandas and
 more; modlamp's imports scikit-learn).
 
@@ -35,16 +44,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from biomol_dl.hashing import copy_hashed, sha256_file
-from biomol_dl.io import DataError, read_raw_table
+from biomol_dl.io import (
+    FORMATS,
+    READ_ERRORS_ATTR,
+    DataError,
+    compression_of,
+    format_from_name,
+    read_head,
+    read_raw_table,
+    sniff_format,
+)
 from biomol_dl.logutil import get
 
 log = get(__name__)
 
 MIRROR_ENV = "BIOMOL_DL_MIRROR"
 DOWNLOAD_TIMEOUT_S = 60
-_EXTENSIONS = {"csv": "csv", "tsv": "tsv", "tab": "tsv", "fasta": "fasta", "fa": "fasta"}
-_FORMATS = ("csv", "tsv", "fasta")
-READ_OPTIONS = ("header", "skip_rows", "columns")
+READ_OPTIONS = ("header", "skip_rows", "columns", "fasta_header", "smiles_property")
 
 
 def mirror_folders(mirror: str | Path | Iterable[str | Path] | None) -> list[Path]:
@@ -87,8 +103,10 @@ def display_name(provenance: dict | None, fallback: str | Path) -> str:
 
 
 def source_format(source: dict) -> str:
-    """csv | tsv | fasta: `format` when given, else from the file (or zip member) extension;
-    always csv for a multi-part source (the parts are concatenated into one CSV)."""
+    """csv | tsv | fasta | sdf | parquet: `format` when given, else from the file (or zip member)
+    name's extension, compression extensions skipped; else from a local file's content; else
+    csv. Always csv for a multi-part source (the parts are concatenated into one CSV).
+    DataError (one line, naming the file) for an unsupported format such as xlsx or json."""
     if "parts" in source:
         return "csv"
     fmt = source.get("format")
@@ -96,13 +114,38 @@ def source_format(source: dict) -> str:
         location = source.get("member") or source.get("path") or source.get("resource") or ""
         if not location and source.get("url"):
             location = urllib.parse.urlparse(source["url"]).path
-        ext = PurePosixPath(str(location)).suffix.lower().lstrip(".")
-        fmt = _EXTENSIONS.get(ext, "csv")
-    if fmt not in _FORMATS:
+        fmt = format_from_name(str(location)) if location else None
+        if fmt is None:
+            fmt = _sniff_local(source) or "csv"
+    if fmt not in FORMATS:
         raise DataError(
-            f"{source_label(source)}: unsupported format {fmt!r}; supported: {', '.join(_FORMATS)}"
+            f"{source_label(source)}: unsupported format {fmt!r}; supported: {', '.join(FORMATS)}"
         )
     return fmt
+
+
+def _sniff_local(source: dict) -> str | None:
+    """The content's format for a local file (path, package; no zip member), else None: a URL's
+    download may not exist yet, and the format must not depend on the download cache."""
+    if source.get("member"):
+        return None
+    if source.get("type") == "path":
+        path = Path(str(source.get("path") or ""))
+    elif source.get("type") == "package" and source.get("package") and source.get("resource"):
+        spec = (
+            importlib.util.find_spec(str(source["package"]))
+            if "." not in source["package"]
+            else None
+        )
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        found = [Path(f, str(source["resource"])) for f in folders]
+        path = next((p for p in found if p.is_file()), Path(""))
+    else:
+        return None
+    if not path.is_file():
+        return None
+    label = source_label(source)
+    return sniff_format(read_head(path, label), label)
 
 
 def read_options(source: dict) -> dict[str, Any]:
@@ -145,6 +188,7 @@ def fetch_dataset(
     else:
         path, provenance = _resolve(source, mirror=mirror, cache_dir=cache_dir)
         shutil.copyfile(path, out_raw)
+        provenance["compression"] = compression_of(path)
     provenance.update(
         format=fmt, raw=str(out_raw), raw_sha256=sha256_file(out_raw), bytes=out_raw.stat().st_size
     )
@@ -162,7 +206,7 @@ def _fetch_parts(source: dict, out_raw: Path, *, mirror: Any, cache_dir: Path) -
         raise DataError("source parts: expected a non-empty list of sources")
     # Read options given beside `parts` apply to every part unless the part overrides them.
     shared = {k: source[k] for k in READ_OPTIONS if k in source}
-    tables, records, first = [], [], None
+    tables, records, first, read_errors, offset = [], [], None, [], 0
     for i, part in enumerate(parts):
         if "parts" in part:
             raise DataError(f"source parts[{i}]: parts cannot be nested")
@@ -184,6 +228,13 @@ def _fetch_parts(source: dict, out_raw: Path, *, mirror: Any, cache_dir: Path) -
                 f"{first[0]} {first[1]}; parts must share one header"
             )
         table["part"] = str(name)
+        for i, (column, value, reason) in sorted(table.attrs.get(READ_ERRORS_ATTR, {}).items()):
+            read_errors.append(
+                {"row": offset + i + 1, "column": column, "value": value,
+                 "reason": "{}: {}, {}".format(*reason.split(": ", 1)[:1], shown,
+                                               reason.split(": ", 1)[-1])}
+            )  # fmt: skip
+        offset += len(table)
         tables.append(table)
         records.append({**record, "part": str(name), "rows": len(table)})
     combined = pd.concat(tables, ignore_index=True)
@@ -193,6 +244,7 @@ def _fetch_parts(source: dict, out_raw: Path, *, mirror: Any, cache_dir: Path) -
         "origin": " + ".join(r["origin"] for r in records),
         "parts": records,
         "rows": len(combined),
+        "read_errors": read_errors,
     }
 
 

@@ -56,6 +56,12 @@ rejects table's `reason` up to the colon):
                          and for `classes:` from the config alike; two config classes that are
                          one class fail. Derived classes are sorted numbers first.
 
+  records  A record the reader could read but not use (io.READ_ERRORS_ATTR) is rejected with
+            the reader's reason, before its input is looked at: invalid_molblock and
+            empty_molecule (an SDF record, with record number and file line; column `mol
+            block`), header_mismatch (a FASTA header that does not fit `fasta_header`; column
+            `header`).
+
 Duplicates are found on the canonical SMILES (whatever `canonical` says) or on the normalised
 sequence. `mean` averages the labels; `drop_conflicts` merges copies whose labels agree (multitask:
 agree wherever both are present) and rejects every copy when they disagree; `first` keeps the first
@@ -87,7 +93,7 @@ from typing import Any
 
 import pandas as pd
 
-from biomol_dl.io import LINES_ATTR, DataError, is_missing, read_raw_table
+from biomol_dl.io import LINES_ATTR, READ_ERRORS_ATTR, DataError, is_missing, read_raw_table
 from biomol_dl.logutil import get
 from biomol_dl.metrics import TASKS
 from biomol_dl.residues import AMBIGUOUS as AMBIGUOUS_RESIDUES
@@ -584,8 +590,9 @@ def validate_table(
             }
         )
 
-    # 1. identifiers and inputs
-    candidates, n_filled = _check_inputs(checker, inputs, ids, within_values, reject)
+    # 1. identifiers and inputs (a record the reader could not use is rejected with its reason)
+    read_errors = df.attrs.get(READ_ERRORS_ATTR) or {}
+    candidates, n_filled = _check_inputs(checker, inputs, ids, within_values, reject, read_errors)
 
     # 2. labels (class lists and binary mappings are decided from the rows still in play)
     parse, classes = _label_parser(
@@ -641,6 +648,7 @@ def _check_inputs(
     ids: list[str] | None,
     within_values: list,
     reject: Callable[[int, str, _Reject], None],
+    read_errors: dict | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Step 1 of `validate_table`: each row's id (row<N> when empty) and checked input.
 
@@ -656,6 +664,9 @@ def _check_inputs(
                 n_filled += ids is not None
                 rid = f"row{i + 1}"
             try:
+                if read_errors and i in read_errors:
+                    column, value, reason = read_errors[i]
+                    raise _Reject(reason, column, value)
                 out, key = checker(inputs[i])
             except _Reject as err:
                 reject(i, rid, err)
@@ -914,8 +925,13 @@ def run_validation(
         required.append(spec["id_column"])
     df = read_raw_table(raw, fmt, required=required, display_name=name, **read_options(source))
     if origin and origin.get("type") == "parts":
-        # The raw file is the parts concatenated by fetch: its lines are no line of a user file.
+        # The raw file is the parts concatenated by fetch: its lines are no line of a user file,
+        # and the records the parts' readers could not use are listed in the provenance.
         df.attrs.pop(LINES_ATTR, None)
+        df.attrs[READ_ERRORS_ATTR] = {
+            int(e["row"]) - 1: (e["column"], e["value"], e["reason"])
+            for e in origin.get("read_errors", [])
+        }
     log.info("%s: %d rows, columns %s", name, len(df), list(df.columns))
     clean, rejects, summary = validate_table(df, spec, source_name=name)
     summary["source"] = {"name": name, "file": str(raw), "format": fmt, "sha256": sha256_file(raw)}

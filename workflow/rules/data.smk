@@ -14,7 +14,7 @@ rule fetch:
     log:
         "logs/fetch/{dataset}_{fmt}.log",
     wildcard_constraints:
-        fmt="csv|tsv|fasta",
+        fmt="csv|tsv|fasta|sdf|parquet",
     localrule: True
     conda:
         "../../envs/data.yaml"
