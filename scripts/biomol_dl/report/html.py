@@ -54,7 +54,8 @@ td .sd { white-space: nowrap; }
 table.leaderboard, table.per-task, table.per-seed { width: 100%; }
 th { background: var(--band); font-weight: 600; white-space: normal; vertical-align: bottom; }
 td .sd { color: var(--muted); font-size: 12px; }
-td.model { min-width: 9em; }
+td.model { min-width: 8em; }
+table.leaderboard, table.per-task { font-size: 13px; }
 td.text, th.text { text-align: left; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 table.leaderboard td.best { font-weight: 700; }
@@ -103,10 +104,21 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _mean_sd(mean: Any, sd: Any) -> str:
+def _mean_sd(mean: Any, sd: Any, stacked: bool = False) -> str:
+    """`mean ± sd`; stacked puts the sd on a line of its own (narrow columns in wide tables)."""
     if mean is None:
         return "–"
-    return _num(mean) + ("" if sd is None else f"<span class='sd'> ± {_num(sd)}</span>")
+    if sd is None:
+        return _num(mean)
+    return _num(mean) + ("<br>" if stacked else "") + f"<span class='sd'> ± {_num(sd)}</span>"
+
+
+def _name(name: str) -> str:
+    """An escaped model or task name that may break after `_`, `-` or `.` (long names wrap)."""
+    text = escape(str(name))
+    for mark in ("_", "-", "."):
+        text = text.replace(mark, mark + "<wbr>")
+    return text
 
 
 def _p(value: Any) -> str:
@@ -303,7 +315,8 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
             mean = r.get(f"{s}_{m}_mean")
             best = mean is not None and bests[(s, m)] is not None and mean == bests[(s, m)]
             cells.append(
-                f"<td class='{'best' if best else ''}'>{_mean_sd(mean, r.get(f'{s}_{m}_sd'))}</td>"
+                f"<td class='{'best' if best else ''}'>"
+                f"{_mean_sd(mean, r.get(f'{s}_{m}_sd'), stacked=True)}</td>"
             )
         runs = report.get("run_ids", {}).get(r["model"], {})
         run_cell = _short(None)  # one n/a for the model when no run id was found
@@ -316,8 +329,8 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
         reference = r["model"] == info.get("best_model")
         body.append(
             f"<tr class='{'baseline' if r['baseline'] else ''}'><td>{r['rank']}</td>"
-            f"<td class='text model'>{escape(r['model'])}</td>"
-            f"<td class='text'>{escape(str(r['family']))}</td><td>{r['n_seeds']}</td>"
+            f"<td class='text model'>{_name(r['model'])}</td>"
+            f"<td class='text'>{_name(r['family'])}</td><td>{r['n_seeds']}</td>"
             + "".join(cells)
             + (
                 "<td>reference</td><td>–</td><td class='text muted'>best model</td>"
@@ -396,12 +409,12 @@ def _per_task_details(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     tasks = list(dict.fromkeys(r["task"] for r in records))
     models = [r["model"] for r in rows]
     head = "<th class='text'>task</th>" + "".join(
-        f"<th class='text'>{escape(m)}</th>" for m in models
+        f"<th class='text'>{_name(m)}</th>" for m in models
     )
 
     def cell(model: str, task: str) -> str:
         main, side = values.get((model, task, split)), values.get((model, task, other))
-        text = _mean_sd(main["mean"], main["sd"]) if main else "–"
+        text = _mean_sd(main["mean"], main["sd"], stacked=True) if main else "–"
         if side:
             text += (
                 f"<br><span class='split-other'>{escape(_split(other))} {_num(side['mean'])}</span>"
@@ -435,7 +448,7 @@ def _per_seed_details(report: Mapping[str, Any]) -> str:
     for (model, seed, split), values in sorted(table.items()):
         ids = report.get("run_ids", {}).get(model, {}).get(str(seed), {})
         body.append(
-            f"<tr><td class='text'>{escape(model)}</td><td>{seed}</td>"
+            f"<tr><td class='text'>{_name(model)}</td><td>{seed}</td>"
             f"<td class='text'>{escape(split)}</td>"
             + "".join(f"<td>{_num(values.get(m))}</td>" for m in metrics)
             + f"<td class='text'>{_short(ids.get('train'))}</td>"

@@ -297,8 +297,8 @@ def confusion_figure(y_true, y_pred, classes: Sequence[str], *, title: str):
         share = counts / counts.sum(axis=1, keepdims=True)
     share = np.nan_to_num(share)
     side = max(3.6, 0.55 * k + 2.4)
-    text_size = float(np.clip(11 - 0.2 * k, 6.5, 9))
-    label_size = float(np.clip(11 - 0.15 * k, 7, 9))
+    text_size = float(np.clip(12.5 - 0.2 * k, 7, 11))
+    label_size = float(np.clip(12.5 - 0.15 * k, 8, 11))
     longest = max((len(str(c)) for c in classes), default=1)
     with _style():
         fig, axes = _figure(size=(side + 1.0 + 0.05 * longest, side + 0.05 * longest))
@@ -423,7 +423,8 @@ def leaderboard_figure(per_seed: pd.DataFrame, table: pd.DataFrame, info: Mappin
                                 mfc="white" if split == "val" else styles[split]["color"],
                                 mec=styles[split]["color"], ecolor=styles[split]["color"],
                                 marker=styles[split]["marker"], ls="none", zorder=3,
-                                label=f"{split}: mean ± sd, dots = seeds" if i == 0 else None)  # fmt: skip
+                                label=f"{'validation' if split == 'val' else split}: mean ± sd,"
+                                      " dots = seeds" if i == 0 else None)  # fmt: skip
         labels = [
             f"{m} ({shown.loc[shown['model'] == m, 'family'].iloc[0]})"
             + (" · baseline" if shown.loc[shown["model"] == m, "baseline"].iloc[0] else "")
@@ -550,11 +551,13 @@ def _task_plots(
         tasks = [(str(name), rows["y_true"].to_numpy().astype(int), rows["y_pred"].to_numpy())
                  for name, rows in test.groupby("task", sort=False)]  # fmt: skip
         per_task = "one panel per task, " if 1 < len(tasks) <= MAX_PANELS else ""
+        panels = 1 < len(tasks) <= MAX_PANELS
         add("roc", roc_figure(tasks, title=title),
-            f"ROC curve on the test split ({per_task}{which}); dashed: chance.")  # fmt: skip
+            f"ROC curve on the test split ({per_task}{which}); dashed: chance.",
+            wide=panels)  # fmt: skip
         add("pr", pr_figure(tasks, title=title),
             f"Precision-recall curve on the test split ({per_task}{which}); dashed: the share "
-            "of positives, what a random ranking achieves.")  # fmt: skip
+            "of positives, what a random ranking achieves.", wide=panels)  # fmt: skip
         below = ("; below, how the predicted probabilities are spread" if len(tasks) == 1
                  else ", each task on its own (tasks are not pooled), Brier score and "
                  "prevalence in each title")  # fmt: skip
@@ -562,7 +565,7 @@ def _task_plots(
             calibration_figure(tasks, title=title),
             f"Calibration on the test split ({per_task}{which}): observed share of positives "
             f"against the mean predicted probability in bins holding equal numbers of "
-            f"examples{below}.", wide=1 < len(tasks) <= MAX_PANELS)  # fmt: skip
+            f"examples{below}.", wide=panels)  # fmt: skip
     elif task == "multiclass":
         classes = json.loads(Path(validate_summary).read_text()).get("classes")
         names = list(classes) if classes else sorted({str(int(v)) for v in test["y_true"]})
