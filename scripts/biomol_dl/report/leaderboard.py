@@ -1,5 +1,7 @@
 """Leaderboard of one dataset: every model x seed, mean +/- sd across seeds, a ranking by the
-primary metric, and a paired comparison of every model with the best one.
+primary metric on the ranking split (validation by default: the test split is reported beside
+it, never used to choose), and a paired comparison of every model with the best one. For
+multitask datasets every task's own metrics are kept too (report.json's `per_task`).
 
 For the report_dataset rule and for notebooks. Models come from the metrics files and their
 families from the config, so a new model (or family) appears with no change here. Families listed

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biomol_dl.tracking.lineage import _resolve_lineage
-from biomol_dl.tracking.settings import _BATCH, _SPOOL_SUFFIX
+from biomol_dl.tracking.settings import _BATCH, _SPOOL_SUFFIX, logger
 from biomol_dl.tracking.store import _retry
 
 Metric = tuple[str, float, int, int]  # key, value, timestamp (ms), step
@@ -68,18 +68,25 @@ class _LiveSink:
 
     def model(self, local_dir: str, artifact_path: str, name: str,
               tags: Mapping[str, str] | None = None) -> None:  # fmt: skip
-        """Upload an MLflow model folder to the run and register it as a new version of `name`."""
+        """Upload an MLflow model folder to the run and register it as a new version of `name`.
+
+        A store that refuses the registration (an MlflowException) costs a warning, not the
+        run: the job's own records and status still reach the store.
+        """
         from mlflow.exceptions import MlflowException
 
         _retry(self.client.log_artifacts, self.run_id, local_dir, artifact_path)
         source = f"{_retry(self.client.get_run, self.run_id).info.artifact_uri}/{artifact_path}"
         try:
-            _retry(self.client.create_registered_model, name)
+            try:
+                _retry(self.client.create_registered_model, name)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise
+            _retry(self.client.create_model_version, name, source, run_id=self.run_id,
+                   tags=dict(tags or {}))  # fmt: skip
         except MlflowException as exc:
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                raise
-        _retry(self.client.create_model_version, name, source, run_id=self.run_id,
-               tags=dict(tags or {}))  # fmt: skip
+            logger.warning("model %s of run %s not registered: %s", name, self.run_id, exc)
 
 
 class _SpoolSink:
