@@ -274,6 +274,7 @@ def _input_stats(d: Mapping[str, Any]) -> str:
 
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}
+PER_TASK_MODELS = 8  # columns of the per-task table
 
 
 def _split(split: str) -> str:
@@ -407,7 +408,8 @@ def _per_task_details(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     other = "val" if split == "test" else "test"
     values = {(r["model"], r["task"], r["split"]): r for r in records if r["metric"] == metric}
     tasks = list(dict.fromkeys(r["task"] for r in records))
-    models = [r["model"] for r in rows]
+    models = [r["model"] for r in rows][:PER_TASK_MODELS]  # one column each: keep it to a width
+    more = len(rows) - len(models)
     head = "<th class='text'>task</th>" + "".join(
         f"<th class='text'>{_name(m)}</th>" for m in models
     )
@@ -429,7 +431,13 @@ def _per_task_details(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any
         f"<details class='per-task'><summary>Per task: {escape(metric)} of each of the "
         f"{len(tasks)} tasks ({escape(_split(split))}, mean ± sd over seeds; "
         f"{escape(_split(other))} below)</summary>"
-        f"<table class='per-task'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        + (
+            f"<p class='note'>The {len(models)} best models; the other {more} are in report.json "
+            "(<code>per_task</code>).</p>"
+            if more
+            else ""
+        )  # fmt: skip
+        + f"<table class='per-task'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         "</details>"
     )
 
