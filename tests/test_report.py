@@ -217,6 +217,15 @@ def test_model_plots_per_task_png_and_svg(tmp_path, task, kind, expected):
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     if task == "multiclass":
         assert "high" in (out / "confusion.svg").read_text()  # class names on the axes
+    structures = json.loads((out / "plots.json").read_text())["structures"]
+    assert (structures is not None) == (kind == "smiles")  # molecules are drawn, not sequences
+    if structures:
+        worst = json.loads((out / structures).read_text())["molecules"]
+        assert len(worst) == plots.N_STRUCTURES and all(m["svg"].startswith("<svg") for m in worst)
+        errors = [m["error"] for m in worst]
+        assert errors == sorted(errors, reverse=True)
+        if task == "regression":  # error is |true - predicted|, both shown
+            assert all(m["error"] == pytest.approx(abs(m["y_true"] - m["y_pred"])) for m in worst)
 
 
 def test_representative_seed_is_the_median():
