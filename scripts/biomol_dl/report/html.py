@@ -523,31 +523,43 @@ def _structures(path: Path, task: str) -> str:
     )
 
 
+def _score_cells(row: Mapping[str, Any] | None, key: str, other: str) -> str:
+    """The ranking split's score and, muted beside it, the other split's (test for validation)."""
+    if row is None:
+        return "<td>–</td><td>–</td>"
+    main = _mean_sd(row.get(key + "_mean"), row.get(key + "_sd"))
+    side = _mean_sd(row.get(other + "_mean"), row.get(other + "_sd"))
+    return f"<td>{main}</td><td class='split-other'>{side}</td>"
+
+
 def _overview(reports: Sequence[Mapping[str, Any]]) -> str:
     """One row per dataset: size, task, the best model and the best baseline."""
     rows = []
     for report in reports:
         info, board = report["ranking"], report["leaderboard"]
         key = f"{info['rank_split']}_{info['primary_metric']}"
+        other = f"{'test' if info['rank_split'] == 'val' else 'val'}_{info['primary_metric']}"
         best = board[0] if board else {}
         baselines = [r for r in board if r["baseline"]]
         base = baselines[0] if baselines else None
+
         rows.append(
             f"<tr><td class='text'><a href='#{escape(report['dataset'])}'>"
             f"{escape(report['dataset'])}</a></td><td class='text'>{escape(str(report['task']))}"
             f"</td><td>{_num(report['data']['kept'])}</td><td class='text'>"
             f"{escape(_split(info['rank_split']))} {escape(info['primary_metric'])}</td>"
-            f"<td class='text'>{escape(best.get('model', '–'))}</td>"
-            f"<td>{_mean_sd(best.get(key + '_mean'), best.get(key + '_sd'))}</td>"
-            f"<td class='text'>{escape(base['model']) if base else '–'}</td>"
-            f"<td>{_mean_sd(base.get(key + '_mean'), base.get(key + '_sd')) if base else '–'}"
-            "</td></tr>"
+            f"<td class='text'>{escape(best.get('model', '–'))}</td>{_score_cells(best or None, key, other)}"
+            f"<td class='text'>{escape(base['model']) if base else '–'}</td>{_score_cells(base, key, other)}</tr>"
         )
+    splits = {r["ranking"]["rank_split"] for r in reports}
+    side = "test score" if splits == {"val"} else "validation score" if splits == {"test"} else ""
+    side = side or "other split's score"
     return (
         "<h3>Overview</h3><div class='scroll'><table class='overview'><thead><tr>"
         "<th class='text'>dataset</th><th class='text'>task</th><th>rows</th>"
         "<th class='text'>ranked by</th><th class='text'>best model</th><th>score</th>"
-        "<th class='text'>baseline</th><th>score</th></tr></thead>"
+        f"<th class='split-other'>{side}</th><th class='text'>baseline</th>"
+        f"<th>score</th><th class='split-other'>{side}</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
