@@ -1,15 +1,15 @@
 """The best model of each dataset as an MLflow `pyfunc` model in the store's model registry.
 
-For the register_model rule (workflow/rules/report.smk) and for anyone loading the model. The
+For the report_dataset rule (workflow/rules/report.smk) and for anyone loading the model. The
 best model is chosen on the VALIDATION split's primary metric (the leaderboard's
 `val_<metric>_mean`; never on test), and all its seeds form the ensemble, as in the predict rule.
 `run_register` writes results/registry/<dataset>/model/, a standard MLflow model folder:
 
-  MLmodel                the pyfunc flavour, loader_module biomol_dl.registry
-  data/spec.json         dataset, model, family, kind, task, input and id columns, the
-                         dataset's validation policy, the featurizer spec, seeds, choice
-  data/summary.json      the dataset's validate summary (class names for multiclass)
-  data/seed<N>/<file>    each seed's model file (the featurizer's settings live inside it)
+  MLmodel                     the pyfunc flavour, loader_module biomol_dl.registry
+  data/data/spec.json         dataset, model, family, kind, task, input and id columns, the
+                              dataset's validation policy, the featurizer spec, seeds, choice
+  data/data/summary.json      the dataset's validate summary (class names for multiclass)
+  data/data/seed<N>/<file>    each seed's model file (the featurizer's settings live inside it)
   requirements.txt       the pins of the project's requirements.txt
 
 The featurizer runs from the seed model files (each saves its featurizer's settings) with the
@@ -93,7 +93,7 @@ def run_register(
     name: str,
     run: Any = None,
 ) -> dict[str, Any]:
-    """The register_model rule: choose, write the pyfunc folder, register it (when tracking).
+    """The report_dataset rule's last step: choose, write the pyfunc folder, register it.
 
     spec: the dataset's kind, task, input_column, id_column and validation.
     models: {model: {"family", "featurizer": spec, "files": {seed: model file}}} for every
