@@ -10,11 +10,7 @@ best model is chosen on the VALIDATION split's primary metric (the leaderboard's
                               dataset's validation policy, the featurizer spec, seeds, choice
   data/data/summary.json      the dataset's validate summary (class names for multiclass)
   data/data/seed<N>/<file>    each seed's model file (the featurizer's settings live inside it)
-  requirements.txt       the pins of the project's requirements.txt
-
-The featurizer runs from the seed model files (each saves its featurizer's settings) with the
-biomol_dl package of the loading environment (`pip install -e .` of the same commit: the
-model's metadata names it), as the predict rule does.
+  requirements.txt            the pins of the project's requirements.txt
 
 and registers it as a new version of `<experiment prefix>.<dataset>` (`biomol-dl.<dataset>` by
 default) through biomol_dl.tracking (in spool mode the Snakemake main process, the store's only
@@ -29,6 +25,10 @@ returns what the predict rule writes for the same rows: its predictions.csv rows
 status `predicted`, and its rejects.csv rows with status `rejected` and the reason, ordered by
 input row (`row`, 1-based). `predict_frame` does this by running the predict rule's own function
 (biomol_dl.predict.run_predict) on the rows, so the two cannot differ.
+
+The featurizer runs from the seed model files (each saves its featurizer's settings) with the
+biomol_dl package of the loading environment (`pip install -e .` of the same commit: the
+model's metadata names it), as the predict rule does.
 """
 
 from __future__ import annotations
