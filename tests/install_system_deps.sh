@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite uses, installed by `make test` when running as root with apt:
-# Debian's slurm-wlm + munge (a real one-node SLURM cluster for the cluster tests) and chromium
-# (the HTML report opened in a headless browser). Without root or apt this prints what is missing
+# Debian's slurm-wlm + munge (a real one-node SLURM cluster for the cluster tests), chromium
+# (the HTML report opened in a headless browser) and mmseqs2 (the homology split's optional
+# aligner, `metric: mmseqs`). Without root or apt this prints what is missing
 # and the tests that need it skip with a message (CI here runs as root and installs them).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +13,7 @@ if ! have sbatch || ! have slurmctld || ! have munged; then
     missing+=(slurm-wlm munge)
 fi
 have chromium || missing+=(chromium)
+have mmseqs || missing+=(mmseqs2)
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi

@@ -155,6 +155,9 @@ CASES: tuple[Case, ...] = (
          "type 'integer'", _set("models.rf_morgan.threads", 1.0)),
     Case("top-k-zero", "`report: {top_k: 0}`", "'report.top_k': 0 is less than the minimum of 1",
          _set("report.top_k", 0)),
+    Case("rank-split-train", "`report: {rank_split: train}` (models are chosen on validation "
+         "or test)", "'report.rank_split': 'train' is not one of",
+         _set("report.rank_split", "train")),
     Case("param-float-for-int", "mlp `epochs: 5.0`",
          "'models.mlp_morgan.params.epochs': expected int, got 5.0", _set(
              "models.mlp_morgan.params.epochs", 5.0)),

@@ -132,7 +132,8 @@ def test_undefined_scores_rank_last(tmp_path):
 # ----------------------------------------------------------------------------- plots
 
 
-def model_files(root: Path, task: str, kind: str, n_seeds: int = 2, n: int = 40, epochs: int = 4):
+def model_files(root: Path, task: str, kind: str, n_seeds: int = 2, n: int = 40, epochs: int = 4,
+                n_tasks: int = 3, classes: list[str] | None = None):  # fmt: skip
     """predictions / history / metrics for n_seeds seeds, clean.csv and summary.json."""
     rng = np.random.default_rng(1)
     ids = [f"m{i}" for i in range(n)]
@@ -144,9 +145,11 @@ def model_files(root: Path, task: str, kind: str, n_seeds: int = 2, n: int = 40,
     pd.DataFrame({"id": ids, "input": inputs, "row": range(1, n + 1)}).to_csv(
         root / "clean.csv", index=False
     )
-    classes = ["low", "mid", "high"] if task == "multiclass" else None
+    if task == "multiclass":
+        classes = classes or ["low", "mid", "high"]
+    k = len(classes or [])
     (root / "summary.json").write_text(json.dumps({"classes": classes}))
-    tasks = ["t1", "t2", "t3"] if task == "multitask_binary" else ["y"]
+    tasks = [f"t{i + 1}" for i in range(n_tasks)] if task == "multitask_binary" else ["y"]
     files = {"predictions": {}, "histories": {}, "metrics": {}}
     for seed in range(n_seeds):
         frames = []
@@ -155,11 +158,11 @@ def model_files(root: Path, task: str, kind: str, n_seeds: int = 2, n: int = 40,
                 y = rng.normal(size=n)
                 frame = pd.DataFrame({"y_true": y, "y_pred": y + rng.normal(0, 0.3, n)})
             elif task == "multiclass":
-                y = rng.integers(0, 3, n)
-                p = rng.dirichlet([1, 1, 1], n)
+                y = rng.integers(0, k, n)
+                p = rng.dirichlet(np.ones(k), n)
                 frame = pd.DataFrame({"y_true": y, "y_pred": p.argmax(1)})
-                for k in range(3):
-                    frame[f"p_{k}"] = p[:, k]
+                for c in range(k):
+                    frame[f"p_{c}"] = p[:, c]
             else:
                 y = rng.integers(0, 2, n).astype(float)
                 frame = pd.DataFrame(
@@ -214,6 +217,15 @@ def test_model_plots_per_task_png_and_svg(tmp_path, task, kind, expected):
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     if task == "multiclass":
         assert "high" in (out / "confusion.svg").read_text()  # class names on the axes
+    structures = json.loads((out / "plots.json").read_text())["structures"]
+    assert (structures is not None) == (kind == "smiles")  # molecules are drawn, not sequences
+    if structures:
+        worst = json.loads((out / structures).read_text())["molecules"]
+        assert len(worst) == plots.N_STRUCTURES and all(m["svg"].startswith("<svg") for m in worst)
+        errors = [m["error"] for m in worst]
+        assert errors == sorted(errors, reverse=True)
+        if task == "regression":  # error is |true - predicted|, both shown
+            assert all(m["error"] == pytest.approx(abs(m["y_true"] - m["y_pred"])) for m in worst)
 
 
 def test_representative_seed_is_the_median():
@@ -322,6 +334,129 @@ def test_dataset_report_and_html_from_synthetic_files(tmp_path, monkeypatch):
     assert page.count("data:image/png;base64,") == 1 + 3  # leaderboard + parity, size, curves
     assert "href='ds/plots/new_family_model/parity.svg'" in page
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)  # nothing from the network
+
+
+# ----------------------------------------------------------------------------- reports at size
+
+LOCALIZATION = ["Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum", "Golgi.apparatus",
+                "Lysosome/Vacuole", "Mitochondrion", "Nucleus", "Peroxisome", "Plastid",
+                "Extracellular"]  # fmt: skip
+WIDE_METRICS = {
+    "multitask_binary": ["roc_auc", "pr_auc", "accuracy", "f1", "mcc", "brier"],
+    "multiclass": ["accuracy", "balanced_accuracy", "macro_f1", "mcc", "log_loss"],
+}
+
+
+def wide_dataset(root: Path, dataset: str, task: str, kind: str, n_models: int, labels: list):
+    """A dataset at the sizes public sets have: 8 models with long names x 3 seeds, and 12
+    tasks (multitask) or 10 classes (multiclass); plots for the first model. Returns its
+    report_layout entry."""
+    rng = np.random.default_rng(2)
+    metrics, models = [], {}
+    names = labels if task == "multitask_binary" else ["label"]
+    for i in range(n_models):
+        model = "rf_baseline_fingerprints" if i == 0 else f"transformer_pretrained_variant_{i}"
+        models[model] = {"family": "rf" if i == 0 else f"family_{i}", "seeds": [0, 1, 2]}
+        for seed in range(3):
+            blob = {}
+            for split in ("train", "val", "test"):
+                per = {t: {m: float(rng.uniform(0.5, 0.95)) for m in WIDE_METRICS[task]}
+                       for t in names}  # fmt: skip
+                mean = {m: float(np.mean([v[m] for v in per.values()])) for m in WIDE_METRICS[task]}
+                blob[split] = {"n": 40, "tasks": per, "mean": mean}
+            path = root / "results" / dataset / "evaluate" / model / f"seed{seed}" / "metrics.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(blob))
+            metrics.append(path)
+    if task == "multiclass":
+        stats = {"localization": {c: int(rng.integers(20, 900)) for c in labels}}
+    else:
+        stats = {t: {"0": 700, "1": int(rng.integers(20, 600)), "missing": 30} for t in labels}
+    summary = root / dataset / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({
+        "rows_in": 8000, "kept": 7990, "rejected": 10, "by_reason": {"invalid_smiles": 10},
+        "task": task, "kind": kind, "label_columns": list(stats), "label_stats": stats,
+        "classes": labels if task == "multiclass" else None,
+    }))  # fmt: skip
+    split = root / dataset / "seed0.json"
+    split.write_text(json.dumps({"seed": 0, "strategy": "scaffold",
+                                 "sizes": {"train": 6392, "val": 799, "test": 799}}))  # fmt: skip
+    out = root / "report" / dataset
+    primary = WIDE_METRICS[task][0]
+    leaderboard.run_dataset_report(
+        dataset=dataset, metrics_files=metrics, validate_summary=summary, split_infos=[split],
+        models=models, settings={"primary_metric": primary, "rank_split": "val",
+                                 "paired_test": "auto", "baseline_families": ["rf"],
+                                 "top_k": None},
+        out_leaderboard=out / "leaderboard.csv", out_per_seed=out / "per_seed.csv",
+        out_json=out / "report.json", out_png=out / "leaderboard.png",
+        out_svg=out / "leaderboard.svg",
+    )  # fmt: skip
+    model = next(iter(models))
+    # 4 tasks' plots make the point (one panel each) at a third of 12 tasks' drawing time
+    files = model_files(root / "in" / dataset, task, kind, n_seeds=1, n=48, epochs=0,
+                        n_tasks=4, classes=labels)  # fmt: skip
+    plots.run_model_plots(
+        dataset=dataset, model=model, family="rf", task=task, kind=kind, **files,
+        clean_csv=root / "in" / dataset / "clean.csv",
+        validate_summary=root / "in" / dataset / "summary.json", primary_metric="score",
+        rank_split="test", out_dir=out / "plots" / model,
+    )  # fmt: skip
+    return {"report": out / "report.json", "plots": {model: out / "plots" / model}}
+
+
+@pytest.fixture(scope="module")
+def wide_page(tmp_path_factory) -> Path:
+    """index.html of a 12-task molecule dataset and a 10-class protein dataset."""
+    root = tmp_path_factory.mktemp("wide")
+    tasks = [f"NR-task-{i}" for i in range(12)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BIOMOL_DL_TRACKING", "0")  # no store: run ids show as n/a
+        layout = {
+            "tox12": wide_dataset(root, "tox12", "multitask_binary", "smiles", 8, tasks),
+            "loc10": wide_dataset(root, "loc10", "multiclass", "protein", 8, LOCALIZATION),
+        }
+        return html.run_report(datasets=layout, out_html=root / "report" / "index.html")
+
+
+def test_multitask_and_many_classes_are_shown_per_task_and_readable(wide_page):
+    page = wide_page.read_text()
+    folder = wide_page.parent
+    # per-task metrics of the multitask set, collapsed under the leaderboard
+    per_task = re.search(r"<details class='per-task'>.*?</details>", page, re.S).group(0)
+    assert "12 tasks" in per_task and per_task.count("<tr><td class='text'>NR-task-") == 12
+    report = json.loads((folder / "tox12" / "report.json").read_text())
+    assert {r["task"] for r in report["per_task"]} == {f"NR-task-{i}" for i in range(12)}
+    assert json.loads((folder / "loc10" / "report.json").read_text())["per_task"] == []
+    # calibration per task (not pooled), wide; a 10-class confusion matrix grows and goes wide
+    manifest = json.loads((folder / "tox12/plots/rf_baseline_fingerprints/plots.json").read_text())
+    calibration = next(p for p in manifest["plots"] if p["name"] == "calibration")
+    assert calibration["wide"] and "not pooled" in calibration["caption"]
+    svg = (folder / "tox12/plots/rf_baseline_fingerprints/calibration.svg").read_text()
+    assert all(f"t{i} (Brier" in svg for i in range(1, 5)) and "pooled" not in svg
+    manifest = json.loads((folder / "loc10/plots/rf_baseline_fingerprints/plots.json").read_text())
+    confusion = next(p for p in manifest["plots"] if p["name"] == "confusion")
+    assert confusion["wide"]
+    png = (folder / "loc10/plots/rf_baseline_fingerprints/confusion.png").read_bytes()
+    assert html._png_size(png)[0] >= 900  # 10 classes: about 0.55 inch each at 120 dpi
+    # the 10-class label table has a row per class, not a column per class
+    assert page.count("<tr><td class='text'>Golgi.apparatus</td>") == 1
+    # the largest errors of the molecule set are drawn; the protein set has no structures
+    tox = page[page.index("id='tox12'") : page.index("id='loc10'")]
+    assert tox.count("<div class='molecule'") == plots.N_STRUCTURES and "<svg" in tox
+    assert "class='molecule'" not in page[page.index("id='loc10'") :]
+
+
+def test_ranking_needs_the_validation_split(tmp_path):
+    files = grid_metrics(tmp_path, {"a": [0.7]}, metric="rmse")
+    leaderboard.check_splits(files, "val")
+    blob = json.loads(files[0].read_text())
+    del blob["val"]
+    files[0].write_text(json.dumps(blob))
+    with pytest.raises(ValueError, match=r"metrics.json: no validation \(val\) metrics to rank"):
+        leaderboard.check_splits(files, "val")
+    leaderboard.check_splits(files, "test")
 
 
 # ----------------------------------------------------------------------------- the real workflow
@@ -476,13 +611,40 @@ JSON.stringify({
   external: [...document.querySelectorAll('script[src], link[href], img')]
     .map(e => e.src || e.href).filter(u => !u.startsWith('data:')),
   height: document.documentElement.scrollHeight,
+  width: document.documentElement.scrollWidth,
+  overflowing: [...document.querySelectorAll('main *')]
+    .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+    .map(e => e.tagName + '.' + e.className),
+  wider: [...document.querySelectorAll('main table, main figure, .card, .molecule, main img')]
+    .filter(e => e.getBoundingClientRect().right > Math.min(window.innerWidth,
+                 e.parentElement.getBoundingClientRect().right) + 1)
+    .map(e => e.tagName + '#' + (e.id || e.className || e.alt)),
+  structures: [...document.querySelectorAll('.structures .molecule')].map(m => ({
+    svg: !!m.querySelector('svg'), w: m.querySelector('svg')?.getBoundingClientRect().width || 0,
+    text: m.textContent})),
 })
 """
 
 
+def _open(browser: Chromium, session: str, path: Path) -> dict:
+    """Load a page at 1,400 px and return CHECKS_JS's findings."""
+    seen = len(browser.events)
+    browser.send("Page.navigate", session, url=path.as_uri())
+    browser.wait_for("Page.loadEventFired", after=seen)
+    result = browser.send("Runtime.evaluate", session, expression=CHECKS_JS, returnByValue=True)
+    return json.loads(result["result"]["value"])
+
+
+def _fits(checks: dict, width: int = 1400) -> None:
+    """No horizontal scrolling: not of the page, not inside any box on it."""
+    assert checks["width"] <= width, f"the page is {checks['width']} px wide"
+    assert checks["overflowing"] == [], f"boxes that scroll sideways: {checks['overflowing']}"
+    assert checks["wider"] == [], f"boxes beyond the window: {checks['wider']}"
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_html_report_renders_in_headless_chromium(tiny_run, tiny_config, tmp_path):
+def test_html_report_renders_in_headless_chromium(tiny_run, tiny_config, tmp_path, wide_page):
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         message = "chromium is not installed (apt-get install chromium)"
@@ -498,16 +660,12 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tiny_config, tmp_pat
             browser.send(f"{domain}.enable", session)
         browser.send("Emulation.setDeviceMetricsOverride", session, width=1400, height=1000,
                      deviceScaleFactor=1, mobile=False)  # fmt: skip
-        seen = len(browser.events)
-        browser.send("Page.navigate", session, url=index.as_uri())
-        browser.wait_for("Page.loadEventFired", after=seen)
-        result = browser.send("Runtime.evaluate", session, expression=CHECKS_JS,
-                              returnByValue=True)  # fmt: skip
-        checks = json.loads(result["result"]["value"])
+        checks = _open(browser, session, index)
         shot = browser.send("Page.captureScreenshot", session, format="png",
                             captureBeyondViewport=True,
                             clip={"x": 0, "y": 0, "width": 1400,
                                   "height": min(checks["height"], 6000), "scale": 1})  # fmt: skip
+        wide = _open(browser, session, wide_page)  # 12 tasks, 10 classes, 8 long model names
         errors = browser.console_errors()
     finally:
         browser.close()
@@ -529,3 +687,11 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tiny_config, tmp_pat
     # The screenshot is a page, not a blank canvas: many distinct colours.
     png = screenshot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    # At 1,400 px nothing scrolls sideways, on the tiny run and at public data sets' sizes.
+    _fits(checks)
+    _fits(wide)
+    # The molecule dataset's largest errors are drawn, with true and predicted values.
+    structures = checks["structures"]
+    assert len(structures) >= 1 and all(m["svg"] and m["w"] > 100 for m in structures)
+    assert all("true" in m["text"] and "predicted" in m["text"] for m in structures)
+    assert len(wide["structures"]) == plots.N_STRUCTURES

@@ -2,7 +2,8 @@
 
 `summary.csv` (dataset, model, seed, split, metric, value) is what the report and any notebook
 start from; `summary_wide.csv` is the at-a-glance view: one row per dataset x model x split, each
-metric as mean and sd across seeds, models ordered by the dataset's primary metric.
+metric as mean and sd across seeds, models ordered by the dataset's primary metric on the
+validation split (as the report chooses models).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ def collect(metrics_files: list[str | Path]) -> pd.DataFrame:
     return df.sort_values(["dataset", "model", "seed", "split", "metric"], kind="stable")
 
 
-def wide(long: pd.DataFrame, tasks: dict[str, str], primary: dict[str, str]) -> pd.DataFrame:
+def wide(
+    long: pd.DataFrame, tasks: dict[str, str], primary: dict[str, str], rank_split: str = "val"
+) -> pd.DataFrame:
+    """Mean and sd per dataset x model x split; models ordered by `rank_split`'s primary metric
+    (validation: the test split is reported, never used to order), test where a dataset has
+    no validation metrics."""
     agg = (
         long.groupby(["dataset", "model", "split", "metric"])["value"]
         .agg(mean="mean", sd="std", n_seeds="count")
@@ -52,8 +58,9 @@ def wide(long: pd.DataFrame, tasks: dict[str, str], primary: dict[str, str]) -> 
         key = f"{metric}_mean"
         if key in part:
             ascending = metric in LOWER_IS_BETTER
-            test_rank = part[part["split"] == "test"].sort_values(key, ascending=ascending)["model"]
-            order = {m: i for i, m in enumerate(test_rank)}
+            split = rank_split if (part["split"] == rank_split).any() else "test"
+            ranked = part[part["split"] == split].sort_values(key, ascending=ascending)["model"]
+            order = {m: i for i, m in enumerate(ranked)}
             part = part.assign(_o=part["model"].map(order)).sort_values(["_o", "split"])
             part = part.drop(columns="_o").assign(primary_metric=metric)
         ordered.append(part)

@@ -1,5 +1,6 @@
-# Reports and inference: plots per model, a leaderboard per dataset, one HTML page for the run
-# (results/report/index.html), and predictions for new inputs with trained models. Plots and
+# Reports and inference: plots per model, a leaderboard per dataset (which also registers the
+# dataset's best model, chosen on validation, as an MLflow pyfunc: biomol_dl.registry), one HTML
+# page for the run (results/report/index.html), and predictions for new inputs with trained models. Plots and
 # leaderboards are flagged with report() for `snakemake --report report.zip`. What these rules
 # read from the config lives in biomol_dl.report.targets.
 from biomol_dl.report import targets as report_targets
@@ -78,6 +79,7 @@ rule report_dataset:
         splits=lambda wc: report_targets.seed_paths(
             config, "results/{dataset}/split/seed{seed}.json", wc.dataset
         ),
+        models=lambda wc: report_targets.registry_files(config, wc.dataset),
     output:
         leaderboard=report(
             "results/report/{dataset}/leaderboard.csv",
@@ -96,6 +98,8 @@ rule report_dataset:
             labels={"model": "all", "figure": "leaderboard"},
         ),
         svg="results/report/{dataset}/leaderboard.svg",
+        registry_model=directory("results/registry/{dataset}/model"),
+        registry="results/registry/{dataset}/registry.json",
     log:
         "logs/report_dataset/{dataset}.log",
     localrule: True
@@ -107,6 +111,7 @@ rule report_dataset:
     params:
         models=lambda wc: report_targets.report_models(config, wc.dataset),
         settings=lambda wc: report_targets.report_settings(config, wc.dataset),
+        registry=lambda wc: report_targets.registry_spec(config, wc.dataset),
     script:
         "../../scripts/report_dataset.py"
 
@@ -114,6 +119,7 @@ rule report_dataset:
 rule report:
     input:
         reports=[d["report"] for d in REPORT_LAYOUT.values()],
+        registry=[d["registry"] for d in REPORT_LAYOUT.values()],
         plots=[p for d in REPORT_LAYOUT.values() for p in d["plots"].values()],
         summary="results/summary.csv",
         summary_wide="results/summary_wide.csv",

@@ -48,10 +48,14 @@ h4 { font-size: 15px; margin: 18px 0 6px; }
            color: var(--muted); }
 .big { font-size: 20px; font-weight: 600; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: right;
-         white-space: nowrap; }
+th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: right; }
+td.text { overflow-wrap: anywhere; }
+td .sd { white-space: nowrap; }
+table.leaderboard, table.per-task, table.per-seed { width: 100%; }
 th { background: var(--band); font-weight: 600; white-space: normal; vertical-align: bottom; }
 td .sd { color: var(--muted); font-size: 12px; }
+td.model { min-width: 8em; }
+table.leaderboard, table.per-task { font-size: 13px; }
 td.text, th.text { text-align: left; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 table.leaderboard td.best { font-weight: 700; }
@@ -59,6 +63,14 @@ table.leaderboard tr.baseline td.model::after { content: " baseline"; font-size:
   color: #8a5a00; background: #fff3d6; border-radius: 3px; padding: 0 4px; margin-left: 4px; }
 th.primary { background: #e3eef7; }
 .scroll { overflow-x: auto; max-width: 100%; }
+.split-other { color: var(--muted); }
+.structures { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr));
+              gap: 10px; margin: 8px 0 4px; }
+.molecule { border: 1px solid var(--line); border-radius: 6px; padding: 6px; font-size: 12.5px; }
+.molecule svg { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+.molecule .values { display: flex; flex-wrap: wrap; gap: 2px 10px; justify-content: center; }
+.molecule .id { font-family: ui-monospace, monospace; font-size: 11.5px; color: var(--muted);
+                overflow-wrap: anywhere; text-align: center; }
 .note { max-width: 980px; color: var(--muted); font-size: 13px; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
               font-size: 12px; }
@@ -92,10 +104,21 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _mean_sd(mean: Any, sd: Any) -> str:
+def _mean_sd(mean: Any, sd: Any, stacked: bool = False) -> str:
+    """`mean ± sd`; stacked puts the sd on a line of its own (narrow columns in wide tables)."""
     if mean is None:
         return "–"
-    return _num(mean) + ("" if sd is None else f"<span class='sd'> ± {_num(sd)}</span>")
+    if sd is None:
+        return _num(mean)
+    return _num(mean) + ("<br>" if stacked else "") + f"<span class='sd'> ± {_num(sd)}</span>"
+
+
+def _name(name: str) -> str:
+    """An escaped model or task name that may break after `_`, `-` or `.` (long names wrap)."""
+    text = escape(str(name))
+    for mark in ("_", "-", "."):
+        text = text.replace(mark, mark + "<wbr>")
+    return text
 
 
 def _p(value: Any) -> str:
@@ -204,6 +227,24 @@ def _labels_table(d: Mapping[str, Any]) -> str:
         shown = {"0": "0 (negative)", "1": "1 (positive)"} if d["task"] != "multiclass" else {}
         if d.get("positive_label") and d["task"] == "binary":
             shown["1"] = f"1 ({d['positive_label']})"
+        if len(keys) > 4:  # many classes: one row per class, so the card never scrolls
+            names = list(stats)
+            totals = {n: sum(v for v in stats[n].values() if isinstance(v, int)) for n in names}
+            head = "<th class='text'>class</th>" + "".join(
+                f"<th>{escape(str(n))}</th><th>share</th>" for n in names
+            )
+            body = "".join(
+                f"<tr><td class='text'>{escape(shown.get(k, k))}</td>"
+                + "".join(
+                    f"<td>{_num(stats[n].get(k))}</td><td>{_share(stats[n].get(k), totals[n])}</td>"
+                    for n in names
+                )
+                + "</tr>"
+                for k in keys
+            )
+            return (
+                f"<table class='labels'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            )
         head = "<th class='text'>label</th>" + "".join(
             f"<th>{escape(shown.get(k, k))}</th>" for k in keys
         )
@@ -213,7 +254,11 @@ def _labels_table(d: Mapping[str, Any]) -> str:
             + "</tr>"
             for name, s in stats.items()
         )
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return f"<table class='labels'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _share(count: Any, total: int) -> str:
+    return "–" if not isinstance(count, int) or not total else f"{100 * count / total:.1f} %"
 
 
 def _input_stats(d: Mapping[str, Any]) -> str:
@@ -228,6 +273,14 @@ def _input_stats(d: Mapping[str, Any]) -> str:
     return ""
 
 
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+PER_TASK_MODELS = 8  # columns of the per-task table
+
+
+def _split(split: str) -> str:
+    return SPLIT_NAMES.get(split, split)
+
+
 def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> str:
     info = report["ranking"]
     metric, split = info["primary_metric"], info["rank_split"]
@@ -235,7 +288,8 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
     metrics = info["metrics"]
     rows = [r for r in report["leaderboard"] if r["shown"]]
     hidden = len(report["leaderboard"]) - len(rows)
-    columns = [(split, m) for m in metrics] + [(other, metric)]
+    # The ranking split's primary metric, the other split's beside it, then the other metrics.
+    columns = [(split, metric), (other, metric)] + [(split, m) for m in metrics if m != metric]
 
     def best_of(col: str, m: str) -> Any:
         values = [r[col] for r in rows if r.get(col) is not None]
@@ -247,7 +301,8 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
     head = (
         "<th>rank</th><th class='text'>model</th><th class='text'>family</th><th>seeds</th>"
         + "".join(
-            f"<th class='{'primary' if m == metric else ''}'>{escape(s)} {escape(m)}</th>"
+            f"<th class='{'primary' if (s, m) == (split, metric) else ''}"
+            f"{' split-other' if s != split else ''}'>{escape(_split(s))} {escape(m)}</th>"
             for s, m in columns
         )
         + f"<th title='model minus best in {escape(split)} {escape(metric)}, mean over "
@@ -261,7 +316,8 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
             mean = r.get(f"{s}_{m}_mean")
             best = mean is not None and bests[(s, m)] is not None and mean == bests[(s, m)]
             cells.append(
-                f"<td class='{'best' if best else ''}'>{_mean_sd(mean, r.get(f'{s}_{m}_sd'))}</td>"
+                f"<td class='{'best' if best else ''}'>"
+                f"{_mean_sd(mean, r.get(f'{s}_{m}_sd'), stacked=True)}</td>"
             )
         runs = report.get("run_ids", {}).get(r["model"], {})
         run_cell = _short(None)  # one n/a for the model when no run id was found
@@ -274,8 +330,8 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
         reference = r["model"] == info.get("best_model")
         body.append(
             f"<tr class='{'baseline' if r['baseline'] else ''}'><td>{r['rank']}</td>"
-            f"<td class='text model'>{escape(r['model'])}</td>"
-            f"<td class='text'>{escape(str(r['family']))}</td><td>{r['n_seeds']}</td>"
+            f"<td class='text model'>{_name(r['model'])}</td>"
+            f"<td class='text'>{_name(r['family'])}</td><td>{r['n_seeds']}</td>"
             + "".join(cells)
             + (
                 "<td>reference</td><td>–</td><td class='text muted'>best model</td>"
@@ -294,19 +350,95 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
         else ""
     )
     png = Path(report["_folder"]) / report["leaderboard_png"]
+    if split == "test":
+        chosen = (
+            f"Chosen and ranked on the <b>test</b> split's {escape(metric)} ({better} is "
+            "better; report.rank_split: test): the best model is selected on the data that "
+            "also reports it, so its test score is optimistic. "
+        )
+    else:
+        chosen = (
+            f"Chosen and ranked on the <b>validation</b> split's {escape(metric)} ({better} "
+            "is better); the test split's is shown beside it and never used to choose. "
+        )
     return (
         f'<h3 id="{escape(name)}-leaderboard">Leaderboard</h3>'
-        f"<p class='note'>Ranked by <b>{escape(split)} {escape(metric)}</b> ({better} is "
-        f"better), mean ± sd over seeds; the best value of each column in bold. "
-        f"{escape(info['comparison_note'])}{more}</p>"
-        f"<div class='scroll'><table class='leaderboard' id='leaderboard-{escape(name)}'>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-        f"<figure class='wide' style='margin-top:14px'>"
+        f"<p class='note'>{chosen}Mean ± sd over seeds; the best value of each column in "
+        f"bold. {escape(info['comparison_note'])}{more}</p>"
+        f"<table class='leaderboard' id='leaderboard-{escape(name)}'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        + _registry_note(report.get("_registry"))
+        + "<figure class='wide' style='margin-top:14px'>"
         f"{_img(png, f'{name}: models ranked by {split} {metric}')}<figcaption>"
-        f"<b>Leaderboard.</b> {escape(split)} (filled) and {escape(other)} (open) {escape(metric)}"
+        f"<b>Leaderboard.</b> test (filled) and validation (open) {escape(metric)}"
         f" per model, mean ± sd; dots are single seeds. "
         f"<a href='{escape(_rel(png.with_name(report['leaderboard_svg']), base))}'>SVG</a>"
-        "</figcaption></figure>" + _per_seed_details(report)
+        "</figcaption></figure>" + _per_task_details(report, rows) + _per_seed_details(report)
+    )
+
+
+def _registry_note(record: Mapping[str, Any] | None) -> str:
+    """Which model the dataset's registry entry holds, and how to load it."""
+    if not record:
+        return ""
+    chosen = record.get("chosen_on") or {}
+    seeds = ", ".join(str(s) for s in record.get("seeds", []))
+    where = (
+        f"registered as <code>{escape(record['registered_name'])}</code> in the MLflow model "
+        f'registry: <code>mlflow.pyfunc.load_model("models:/'
+        f'{escape(record["registered_name"])}/latest")</code>'
+        if record.get("registered")
+        else "not registered (tracking is off)"
+    )
+    return (
+        f"<p class='note registry'>Best model on validation {escape(str(chosen.get('metric')))}"
+        f" ({_num(chosen.get('value'))}): <b>{escape(record['model'])}</b>, seeds {seeds} as "
+        f"one ensemble, saved as an MLflow pyfunc model in "
+        f"<code>{escape(record['model_dir'])}</code> and {where}.</p>"
+    )
+
+
+def _per_task_details(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Multitask datasets: each task's primary metric per model (the leaderboard's is the mean)."""
+    records = report.get("per_task") or []
+    if not records:
+        return ""
+    info = report["ranking"]
+    metric, split = info["primary_metric"], info["rank_split"]
+    other = "val" if split == "test" else "test"
+    values = {(r["model"], r["task"], r["split"]): r for r in records if r["metric"] == metric}
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    models = [r["model"] for r in rows][:PER_TASK_MODELS]  # one column each: keep it to a width
+    more = len(rows) - len(models)
+    head = "<th class='text'>task</th>" + "".join(
+        f"<th class='text'>{_name(m)}</th>" for m in models
+    )
+
+    def cell(model: str, task: str) -> str:
+        main, side = values.get((model, task, split)), values.get((model, task, other))
+        text = _mean_sd(main["mean"], main["sd"], stacked=True) if main else "–"
+        if side:
+            text += (
+                f"<br><span class='split-other'>{escape(_split(other))} {_num(side['mean'])}</span>"
+            )
+        return f"<td>{text}</td>"
+
+    body = "".join(
+        f"<tr><td class='text'>{escape(t)}</td>" + "".join(cell(m, t) for m in models) + "</tr>"
+        for t in tasks
+    )
+    return (
+        f"<details class='per-task'><summary>Per task: {escape(metric)} of each of the "
+        f"{len(tasks)} tasks ({escape(_split(split))}, mean ± sd over seeds; "
+        f"{escape(_split(other))} below)</summary>"
+        + (
+            f"<p class='note'>The {len(models)} best models; the other {more} are in report.json "
+            "(<code>per_task</code>).</p>"
+            if more
+            else ""
+        )  # fmt: skip
+        + f"<table class='per-task'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        "</details>"
     )
 
 
@@ -324,16 +456,16 @@ def _per_seed_details(report: Mapping[str, Any]) -> str:
     for (model, seed, split), values in sorted(table.items()):
         ids = report.get("run_ids", {}).get(model, {}).get(str(seed), {})
         body.append(
-            f"<tr><td class='text'>{escape(model)}</td><td>{seed}</td>"
+            f"<tr><td class='text'>{_name(model)}</td><td>{seed}</td>"
             f"<td class='text'>{escape(split)}</td>"
             + "".join(f"<td>{_num(values.get(m))}</td>" for m in metrics)
             + f"<td class='text'>{_short(ids.get('train'))}</td>"
             f"<td class='text'>{_short(ids.get('evaluate'))}</td></tr>"
         )
     return (
-        "<details><summary>Every model × seed (val and test)</summary><div class='scroll'>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-        "</details>"
+        "<details><summary>Every model × seed (validation and test)</summary>"
+        f"<table class='per-seed'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+        "</table></details>"
     )
 
 
@@ -352,7 +484,7 @@ def _plots_section(name: str, report: Mapping[str, Any], plots: Mapping[str, Pat
         )
         for plot in manifest["plots"]:
             png, svg = Path(folder) / plot["png"], Path(folder) / plot["svg"]
-            wide = " class='wide'" if plot["name"] == "learning_curve" else ""
+            wide = " class='wide'" if plot.get("wide", plot["name"] == "learning_curve") else ""
             alt = f"{plot['title']} of {model} on {name}"
             parts.append(
                 f"<figure{wide}>{_img(png, alt)}"
@@ -360,7 +492,44 @@ def _plots_section(name: str, report: Mapping[str, Any], plots: Mapping[str, Pat
                 f"<a href='{escape(_rel(svg, base))}'>SVG</a></figcaption></figure>"
             )
         parts.append("</div>")
+        if manifest.get("structures"):
+            parts.append(_structures(Path(folder) / manifest["structures"], report["task"]))
     return "".join(parts)
+
+
+def _structures(path: Path, task: str) -> str:
+    """The test molecules with the largest errors, drawn (inline RDKit SVG) with their values."""
+    panel = json.loads(path.read_text())
+    molecules = panel["molecules"]
+    if not molecules:
+        return ""
+    predicted = {"binary": "P(1)", "multitask_binary": "P(1)"}.get(task, "predicted")
+    cards = []
+    for m in molecules:
+        drawing = m["svg"] or f"<div class='muted'>{escape(m['smiles'])}</div>"
+        task_name = f" · {escape(m['task'])}" if task == "multitask_binary" else ""
+        true = escape(str(m["y_true"])) if task == "multiclass" else _num(m["y_true"])
+        pred = escape(str(m["y_pred"])) if task == "multiclass" else _num(m["y_pred"])
+        cards.append(
+            f"<div class='molecule' title='{escape(m['smiles'])}'>{drawing}"
+            f"<div class='id'>{escape(m['id'])}{task_name}</div><div class='values'>"
+            f"<span>true <b>{true}</b></span><span>{predicted} <b>{pred}</b></span>"
+            f"<span class='muted'>error {_num(m['error'])}</span></div></div>"
+        )
+    return (
+        f"<h4>Largest errors <span class='muted'>({len(molecules)} test molecules, "
+        f"{escape(panel['error'])}, {escape(panel['which'])})</span></h4>"
+        f"<div class='structures'>{''.join(cards)}</div>"
+    )
+
+
+def _score_cells(row: Mapping[str, Any] | None, key: str, other: str) -> str:
+    """The ranking split's score and, muted beside it, the other split's (test for validation)."""
+    if row is None:
+        return "<td>–</td><td>–</td>"
+    main = _mean_sd(row.get(key + "_mean"), row.get(key + "_sd"))
+    side = _mean_sd(row.get(other + "_mean"), row.get(other + "_sd"))
+    return f"<td>{main}</td><td class='split-other'>{side}</td>"
 
 
 def _overview(reports: Sequence[Mapping[str, Any]]) -> str:
@@ -369,25 +538,28 @@ def _overview(reports: Sequence[Mapping[str, Any]]) -> str:
     for report in reports:
         info, board = report["ranking"], report["leaderboard"]
         key = f"{info['rank_split']}_{info['primary_metric']}"
+        other = f"{'test' if info['rank_split'] == 'val' else 'val'}_{info['primary_metric']}"
         best = board[0] if board else {}
         baselines = [r for r in board if r["baseline"]]
         base = baselines[0] if baselines else None
+
         rows.append(
             f"<tr><td class='text'><a href='#{escape(report['dataset'])}'>"
             f"{escape(report['dataset'])}</a></td><td class='text'>{escape(str(report['task']))}"
             f"</td><td>{_num(report['data']['kept'])}</td><td class='text'>"
-            f"{escape(info['rank_split'])} {escape(info['primary_metric'])}</td>"
-            f"<td class='text'>{escape(best.get('model', '–'))}</td>"
-            f"<td>{_mean_sd(best.get(key + '_mean'), best.get(key + '_sd'))}</td>"
-            f"<td class='text'>{escape(base['model']) if base else '–'}</td>"
-            f"<td>{_mean_sd(base.get(key + '_mean'), base.get(key + '_sd')) if base else '–'}"
-            "</td></tr>"
+            f"{escape(_split(info['rank_split']))} {escape(info['primary_metric'])}</td>"
+            f"<td class='text'>{escape(best.get('model', '–'))}</td>{_score_cells(best or None, key, other)}"
+            f"<td class='text'>{escape(base['model']) if base else '–'}</td>{_score_cells(base, key, other)}</tr>"
         )
+    splits = {r["ranking"]["rank_split"] for r in reports}
+    side = "test score" if splits == {"val"} else "validation score" if splits == {"test"} else ""
+    side = side or "other split's score"
     return (
         "<h3>Overview</h3><div class='scroll'><table class='overview'><thead><tr>"
         "<th class='text'>dataset</th><th class='text'>task</th><th>rows</th>"
         "<th class='text'>ranked by</th><th class='text'>best model</th><th>score</th>"
-        "<th class='text'>baseline</th><th>score</th></tr></thead>"
+        f"<th class='split-other'>{side}</th><th class='text'>baseline</th>"
+        f"<th>score</th><th class='split-other'>{side}</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -417,7 +589,8 @@ def render(
             f"<section class='dataset' id='{escape(name)}'><h2>{escape(name)}</h2>"
             f"<p class='muted'>{escape(str(d['kind']))} · {escape(str(d['task']))} · "
             f"{len(report['leaderboard'])} models · best by "
-            f"{escape(report['ranking']['rank_split'])} {escape(report['ranking']['primary_metric'])}:"
+            f"{escape(_split(report['ranking']['rank_split']))} "
+            f"{escape(report['ranking']['primary_metric'])}:"
             f" <b>{escape(best)}</b></p>"
             + _data_section(name, report)
             + _leaderboard_section(name, report, base)
@@ -452,7 +625,8 @@ def run_report(
 ) -> Path:
     """The report rule: write index.html from every dataset's report.json and plot folders.
 
-    datasets: {dataset: {"report": report.json path, "plots": {model: plot folder}}}.
+    datasets: {dataset: {"report": report.json path, "plots": {model: plot folder},
+    "registry": registry.json path (optional)}}.
     links: label -> file linked from the footer (e.g. results/summary.csv).
     """
     out_html = Path(out_html)
@@ -461,6 +635,8 @@ def run_report(
     for name, spec in datasets.items():
         report = json.loads(Path(spec["report"]).read_text())
         report["_folder"] = str(Path(spec["report"]).parent)  # leaderboard.png lies beside it
+        if spec.get("registry") and Path(spec["registry"]).is_file():
+            report["_registry"] = json.loads(Path(spec["registry"]).read_text())
         if report.get("dataset") != name:
             raise ValueError(
                 f"{spec['report']}: holds dataset {report.get('dataset')!r}, not {name!r}"

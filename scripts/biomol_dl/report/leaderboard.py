@@ -1,5 +1,7 @@
 """Leaderboard of one dataset: every model x seed, mean +/- sd across seeds, a ranking by the
-primary metric, and a paired comparison of every model with the best one.
+primary metric on the ranking split (validation by default: the test split is reported beside
+it, never used to choose), and a paired comparison of every model with the best one. For
+multitask datasets every task's own metrics are kept too (report.json's `per_task`).
 
 For the report_dataset rule and for notebooks. Models come from the metrics files and their
 families from the config, so a new model (or family) appears with no change here. Families listed
@@ -31,7 +33,7 @@ import pandas as pd
 
 from biomol_dl.logutil import get
 from biomol_dl.metrics import LOWER_IS_BETTER
-from biomol_dl.summary import collect
+from biomol_dl.summary import PATH_RE, collect
 
 log = get(__name__)
 
@@ -53,11 +55,50 @@ def per_seed_table(
     if len(datasets) > 1:
         raise ValueError(f"metrics files of several datasets given: {', '.join(datasets)}")
     long = long[long["split"].isin(SPLITS)].drop(columns="dataset")
+    return _with_families(long, families, ["model", "seed", "split", "metric"])
+
+
+def per_task_table(
+    metrics_files: Sequence[str | Path], families: Mapping[str, str]
+) -> pd.DataFrame:
+    """Long table `model, family, seed, split, task, metric, value`: each task's own metrics.
+
+    For multitask datasets, where the leaderboard's row is the mean over tasks. Same files as
+    per_seed_table.
+    """
+    rows = []
+    for path in metrics_files:
+        match = PATH_RE.search(Path(path).as_posix())
+        if not match:
+            raise ValueError(f"{path}: not a results/<dataset>/evaluate/<model>/seed<N>/ path")
+        result = json.loads(Path(path).read_text())
+        for split in SPLITS:
+            for task, values in ((result.get(split) or {}).get("tasks") or {}).items():
+                for metric, value in values.items():
+                    rows.append({"model": match["model"], "seed": int(match["seed"]),
+                                 "split": split, "task": str(task), "metric": metric,
+                                 "value": value})  # fmt: skip
+    long = pd.DataFrame(rows, columns=["model", "seed", "split", "task", "metric", "value"])
+    return _with_families(long, families, ["model", "seed", "split", "task", "metric"])
+
+
+def check_splits(metrics_files: Sequence[str | Path], split: str) -> None:
+    """Fail with one line naming the file when a metrics.json lacks the ranking split."""
+    for path in metrics_files:
+        result = json.loads(Path(path).read_text())
+        if not (result.get(split) or {}).get("mean"):
+            have = ", ".join(k for k in result if (result.get(k) or {}).get("mean")) or "none"
+            name = "validation" if split == "val" else split
+            raise ValueError(
+                f"{path}: no {name} ({split}) metrics to rank models by (splits with metrics: "
+                f"{have}); the split gave this model no {name} rows, or set report.rank_split"
+            )
+
+
+def _with_families(long: pd.DataFrame, families: Mapping[str, str], order: list[str]):
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long.insert(1, "family", long["model"].map(lambda m: families.get(m, "unknown")))
-    return long.sort_values(["model", "seed", "split", "metric"], kind="stable").reset_index(
-        drop=True
-    )
+    return long.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def paired_test(
@@ -118,7 +159,7 @@ def build_leaderboard(
     per_seed: pd.DataFrame,
     *,
     primary_metric: str,
-    rank_split: str = "test",
+    rank_split: str = "val",
     baseline_families: Sequence[str] = ("rf",),
     top_k: int | None = None,
     paired_test_method: str = "auto",
@@ -226,6 +267,27 @@ def comparison_note(tests: Sequence[str], method: str, split: str, metric: str) 
     )
 
 
+def per_task_summary(per_task: pd.DataFrame) -> list[dict[str, Any]]:
+    """Mean and sd over seeds of every task's metrics, per model and split (multitask datasets).
+
+    Records {model, task, split, metric, mean, sd, n_seeds}; tasks in the metrics files' order.
+    """
+    if per_task.empty:
+        return []
+    values = pd.to_numeric(per_task["value"], errors="coerce")
+    agg = (
+        per_task.assign(value=values)
+        .groupby(["model", "task", "split", "metric"], sort=False)["value"]
+        .agg(
+            mean="mean",
+            sd=lambda v: v.std(ddof=1) if v.notna().sum() > 1 else math.nan,
+            n_seeds="count",
+        )  # fmt: skip
+        .reset_index()
+    )
+    return _records(agg)
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
@@ -268,11 +330,13 @@ def run_dataset_report(
     from biomol_dl.report import data, plots, runs
 
     families = {m: spec["family"] for m, spec in models.items()}
+    check_splits(metrics_files, settings.get("rank_split", "val"))
     per_seed = per_seed_table(metrics_files, families)
+    per_task = per_task_table(metrics_files, families)
     table, info = build_leaderboard(
         per_seed,
         primary_metric=settings["primary_metric"],
-        rank_split=settings.get("rank_split", "test"),
+        rank_split=settings.get("rank_split", "val"),
         baseline_families=settings.get("baseline_families", ["rf"]),
         top_k=settings.get("top_k"),
         paired_test_method=settings.get("paired_test", "auto"),
@@ -293,6 +357,7 @@ def run_dataset_report(
         "ranking": info,
         "leaderboard": _records(table),
         "per_seed": _records(per_seed),
+        "per_task": per_task_summary(per_task) if per_task["task"].nunique() > 1 else [],
         "run_ids": run_ids,
         "leaderboard_png": Path(out_png).name,
         "leaderboard_svg": Path(out_svg).name,

@@ -9,12 +9,14 @@ Which plots a model gets follows from the task:
 
   regression        parity, error_vs_size
   binary            roc, pr, calibration, error_vs_size
-  multitask_binary  roc, pr (one panel per task up to MAX_PANELS tasks, else all tasks in one
-                    panel), calibration (pooled over tasks), error_vs_size
-  multiclass        confusion, error_vs_size
+  multitask_binary  roc, pr and calibration (one panel per task up to MAX_PANELS tasks, else
+                    every task's curve in one panel; never pooled), error_vs_size
+  multiclass        confusion (scaled with the class count, row-normalised), error_vs_size
 
 plus learning_curve when the history has epochs (torch families; a random forest's history is a
-single fit time). Size is heavy atoms (RDKit) for molecules and length for sequences.
+single fit time). Size is heavy atoms (RDKit) for molecules and length for sequences. For
+molecules, `largest_errors.json` holds the N_STRUCTURES test molecules with the largest errors
+drawn as RDKit SVG (rdMolDraw2D), with their true and predicted values, for the HTML page.
 `run_model_plots` writes one folder per model with a plots.json manifest (name, title, seed,
 caption) that the HTML report reads. The figure API is used without pyplot: no global state, no
 GUI backend, safe inside any process.
@@ -40,6 +42,8 @@ from biomol_dl.logutil import get
 log = get(__name__)
 
 MAX_PANELS = 16
+N_STRUCTURES = 12  # molecules in the largest-errors panel
+WIDE_CLASSES = 8  # confusion matrices from this many classes span two plot columns
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 STYLE = {
@@ -218,10 +222,48 @@ def _label_outer(fig, axes, xlabel: str, ylabel: str) -> None:
         fig.supylabel(ylabel, fontsize=9)
 
 
-def calibration_figure(y_true, p_pred, *, title: str):
-    """Reliability diagram (quantile bins) over a histogram of the predicted probabilities."""
+def calibration_figure(tasks: Sequence[tuple[str, np.ndarray, np.ndarray]], *, title: str):
+    """Reliability diagram (quantile bins) per task: one task over a histogram of its predicted
+    probabilities; several tasks one panel each (up to MAX_PANELS, else every task's curve in one
+    panel). Tasks are never pooled: prevalences differ (10 % and 91 % pooled look calibrated)."""
+    if len(tasks) == 1:
+        return _calibration_one(*tasks[0][1:], title=title)
+    with _style():
+        fig, axes = _panels(tasks)
+        many = len(tasks) > MAX_PANELS
+        briers = []
+        for (name, y, p), ax in zip(tasks, axes, strict=True):
+            y, p = np.asarray(y, int), np.clip(np.asarray(p, float), 0, 1)
+            if len(y):
+                briers.append(float(np.mean((p - y) ** 2)))
+            curve = _reliability(y, p)
+            if curve is not None:
+                ax.plot(curve[1], curve[0], marker=None if many else "o", ms=3,
+                        color="0.5" if many else COLORS[3], lw=0.8 if many else 1.4)  # fmt: skip
+            if not many:
+                prevalence = f", prevalence {np.mean(y):.2f}" if len(y) else ""
+                ax.set_title(f"{name} (Brier {briers[-1]:.3f}{prevalence})" if len(y) else name,
+                             fontsize=7.5)  # fmt: skip
+        for ax in dict.fromkeys(axes):
+            ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6")
+            ax.set(xlim=(0, 1), ylim=(-0.02, 1.02))
+        _label_outer(fig, axes, "mean predicted probability", "fraction of positives")
+        mean = f" (mean Brier {np.mean(briers):.3f} over {len(briers)} tasks)" if briers else ""
+        fig.suptitle(title + mean, fontsize=10)
+    return fig
+
+
+def _reliability(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fraction of positives, mean predicted probability) in quantile bins, or None."""
     from sklearn.calibration import calibration_curve
 
+    if len(y) < 2 or len(np.unique(y)) < 2:
+        return None
+    n_bins = int(np.clip(len(y) // 15, 2, 10))
+    return calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+
+
+def _calibration_one(y_true, p_pred, *, title: str):
     y, p = np.asarray(y_true, int), np.clip(np.asarray(p_pred, float), 0, 1)
     n_bins = int(np.clip(len(y) // 15, 2, 10))
     with _style():
@@ -229,9 +271,9 @@ def calibration_figure(y_true, p_pred, *, title: str):
         ax, hist = axes[0, 0], axes[1, 0]
         brier = float(np.mean((p - y) ** 2)) if len(y) else math.nan
         ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6", label="perfectly calibrated")
-        if len(y) >= 2:
-            frac, mean_p = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
-            ax.plot(mean_p, frac, marker="o", ms=4, color=COLORS[3], lw=1.5,
+        curve = _reliability(y, p)
+        if curve is not None:
+            ax.plot(curve[1], curve[0], marker="o", ms=4, color=COLORS[3], lw=1.5,
                     label=f"{n_bins} quantile bins (n={len(y)})\nBrier score {brier:.3f}")  # fmt: skip
         ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), ylabel="fraction of positives")
         ax.legend(loc="upper left")
@@ -242,7 +284,11 @@ def calibration_figure(y_true, p_pred, *, title: str):
 
 
 def confusion_figure(y_true, y_pred, classes: Sequence[str], *, title: str):
-    """Row-normalised confusion matrix (share of each true class), counts annotated."""
+    """Row-normalised confusion matrix (share of each true class, annotated up to 25 classes).
+
+    The figure grows with the class count (about 0.55 inch a class) and the annotation font
+    shrinks only slowly, so that 10+ classes stay readable where the page shows it wide.
+    """
     k = len(classes)
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     counts = np.zeros((k, k), dtype=int)
@@ -250,21 +296,29 @@ def confusion_figure(y_true, y_pred, classes: Sequence[str], *, title: str):
     with np.errstate(invalid="ignore", divide="ignore"):
         share = counts / counts.sum(axis=1, keepdims=True)
     share = np.nan_to_num(share)
-    side = max(3.6, 0.45 * k + 2.2)
+    side = max(3.6, 0.55 * k + 2.4)
+    text_size = float(np.clip(12.5 - 0.2 * k, 7, 11))
+    label_size = float(np.clip(12.5 - 0.15 * k, 8, 11))
+    longest = max((len(str(c)) for c in classes), default=1)
     with _style():
-        fig, axes = _figure(size=(side + 0.8, side))
+        fig, axes = _figure(size=(side + 1.0 + 0.05 * longest, side + 0.05 * longest))
         ax = axes[0, 0]
         ax.grid(False)
         image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
-        if k <= 20:
+        if k <= 25:
             for i in range(k):
                 for j in range(k):
-                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    if counts[i, j] == 0:
+                        continue
+                    ax.text(j, i, f"{share[i, j]:.2f}".lstrip("0") if share[i, j] < 1 else "1",
+                            ha="center", va="center", fontsize=text_size,
                             color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
         ticks = range(k)
-        ax.set_xticks(ticks, [str(c) for c in classes], rotation=45 if k > 4 else 0, ha="right")
-        ax.set_yticks(ticks, [str(c) for c in classes])
+        ax.set_xticks(ticks, [str(c) for c in classes], rotation=45 if k > 4 else 0, ha="right",
+                      fontsize=label_size, rotation_mode="anchor")  # fmt: skip
+        ax.set_yticks(ticks, [f"{c} (n={n})" for c, n in zip(classes, counts.sum(axis=1),
+                      strict=True)], fontsize=label_size)  # fmt: skip
         accuracy = np.trace(counts) / max(counts.sum(), 1)
         ax.set(xlabel="predicted class", ylabel="true class")
         ax.set_title(f"{title}\naccuracy {accuracy:.3f} (n={counts.sum()})")
@@ -369,7 +423,8 @@ def leaderboard_figure(per_seed: pd.DataFrame, table: pd.DataFrame, info: Mappin
                                 mfc="white" if split == "val" else styles[split]["color"],
                                 mec=styles[split]["color"], ecolor=styles[split]["color"],
                                 marker=styles[split]["marker"], ls="none", zorder=3,
-                                label=f"{split}: mean ± sd, dots = seeds" if i == 0 else None)  # fmt: skip
+                                label=f"{'validation' if split == 'val' else split}: mean ± sd,"
+                                      " dots = seeds" if i == 0 else None)  # fmt: skip
         labels = [
             f"{m} ({shown.loc[shown['model'] == m, 'family'].iloc[0]})"
             + (" · baseline" if shown.loc[shown["model"] == m, "baseline"].iloc[0] else "")
@@ -379,7 +434,8 @@ def leaderboard_figure(per_seed: pd.DataFrame, table: pd.DataFrame, info: Mappin
         ax.set_ylim(-0.7, n - 0.3)
         better = "higher" if info["higher_is_better"] else "lower"
         ax.set_xlabel(f"{metric} ({better} is better)")
-        ax.set_title(f"{dataset}: models ranked by {rank_split} {metric}")
+        split_name = {"val": "validation"}.get(rank_split, rank_split)
+        ax.set_title(f"{dataset}: models ranked by {split_name} {metric}")
         fig.legend(loc="outside lower center", ncols=2)
     return fig
 
@@ -417,6 +473,59 @@ def example_sizes(inputs: Sequence[str], kind: str) -> np.ndarray:
     return out
 
 
+def structure_svg(smiles: str, size: tuple[int, int] = (220, 170)) -> str | None:
+    """The molecule drawn by RDKit (rdMolDraw2D) as an SVG element, or None if it does not parse.
+
+    No XML declaration and no fixed background, so it can sit inline in an HTML page.
+    """
+    from rdkit import Chem, rdBase
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    drawer = rdMolDraw2D.MolDraw2DSVG(*size)
+    options = drawer.drawOptions()
+    options.clearBackground = False
+    options.bondLineWidth = 1.5
+    options.fixedFontSize = 13
+    rdMolDraw2D.PrepareAndDrawMolecule(drawer, mol)
+    drawer.FinishDrawing()
+    svg = drawer.GetDrawingText()
+    return svg[svg.index("<svg") :].strip()
+
+
+def largest_errors(
+    test: pd.DataFrame,
+    smiles: Sequence[str],
+    errors: np.ndarray,
+    task: str,
+    classes: Sequence[str] | None = None,
+    n: int = N_STRUCTURES,
+) -> list[dict[str, Any]]:
+    """The `n` test rows with the largest errors, largest first, each with its structure.
+
+    Records {id, smiles, task, y_true, y_pred, error, svg}; multiclass values are class names.
+    Rows are (molecule, task) pairs, so a multitask molecule may appear once per task.
+    """
+    order = np.argsort(-np.nan_to_num(np.asarray(errors, float), nan=-np.inf), kind="stable")
+    out = []
+    for i in order[:n]:
+        row = test.iloc[int(i)]
+        y_true, y_pred = row["y_true"], row["y_pred"]
+        if task == "multiclass":
+            names = list(classes or [])
+            y_true, y_pred = (names[int(v)] if int(v) < len(names) else str(int(v))
+                              for v in (y_true, y_pred))  # fmt: skip
+        else:
+            y_true, y_pred = float(y_true), float(y_pred)
+        out.append({"id": str(row["id"]), "smiles": smiles[int(i)], "task": str(row["task"]),
+                    "y_true": y_true, "y_pred": y_pred, "error": float(errors[int(i)]),
+                    "svg": structure_svg(smiles[int(i)])})  # fmt: skip
+    return out
+
+
 def _errors(task: str, test: pd.DataFrame) -> tuple[np.ndarray, str]:
     if task == "regression":
         return np.abs(test["y_true"] - test["y_pred"]).to_numpy(), "absolute error"
@@ -442,24 +551,29 @@ def _task_plots(
         tasks = [(str(name), rows["y_true"].to_numpy().astype(int), rows["y_pred"].to_numpy())
                  for name, rows in test.groupby("task", sort=False)]  # fmt: skip
         per_task = "one panel per task, " if 1 < len(tasks) <= MAX_PANELS else ""
+        panels = 1 < len(tasks) <= MAX_PANELS
         add("roc", roc_figure(tasks, title=title),
-            f"ROC curve on the test split ({per_task}{which}); dashed: chance.")  # fmt: skip
+            f"ROC curve on the test split ({per_task}{which}); dashed: chance.",
+            wide=panels)  # fmt: skip
         add("pr", pr_figure(tasks, title=title),
             f"Precision-recall curve on the test split ({per_task}{which}); dashed: the share "
-            "of positives, what a random ranking achieves.")  # fmt: skip
-        pooled = " (all tasks pooled)" if len(tasks) > 1 else ""
+            "of positives, what a random ranking achieves.", wide=panels)  # fmt: skip
+        below = ("; below, how the predicted probabilities are spread" if len(tasks) == 1
+                 else ", each task on its own (tasks are not pooled), Brier score and "
+                 "prevalence in each title")  # fmt: skip
         add("calibration",
-            calibration_figure(test["y_true"], test["y_pred"], title=title),
-            f"Calibration on the test split{pooled} ({which}): observed share of positives "
-            "against the mean predicted probability in bins holding equal numbers of "
-            "examples; below, how the predicted probabilities are spread.")  # fmt: skip
+            calibration_figure(tasks, title=title),
+            f"Calibration on the test split ({per_task}{which}): observed share of positives "
+            f"against the mean predicted probability in bins holding equal numbers of "
+            f"examples{below}.", wide=panels)  # fmt: skip
     elif task == "multiclass":
         classes = json.loads(Path(validate_summary).read_text()).get("classes")
         names = list(classes) if classes else sorted({str(int(v)) for v in test["y_true"]})
         add("confusion",
             confusion_figure(test["y_true"], test["y_pred"], names, title=title),
-            f"Confusion matrix on the test split ({which}): counts, coloured by the share of "
-            "each true class.")  # fmt: skip
+            f"Confusion matrix on the test split ({which}): each row is a true class (its "
+            "test count beside it), the values are the share of that class predicted as each "
+            "column.", wide=len(names) >= WIDE_CLASSES)  # fmt: skip
     else:
         raise ValueError(f"unknown task {task!r}")
 
@@ -503,10 +617,11 @@ def run_model_plots(
     title = f"{model} · {dataset} · seed {seed}"
     manifest: list[dict[str, Any]] = []
 
-    def add(name: str, fig, caption: str, seeds: Sequence[int] = (seed,)) -> None:
+    def add(name: str, fig, caption: str, seeds: Sequence[int] = (seed,), wide=False) -> None:
         save(fig, out_dir / f"{name}.png", out_dir / f"{name}.svg")
         manifest.append({"name": name, "title": TITLES[name], "png": f"{name}.png",
-                         "svg": f"{name}.svg", "seeds": list(seeds), "caption": caption})  # fmt: skip
+                         "svg": f"{name}.svg", "seeds": list(seeds), "caption": caption,
+                         "wide": bool(wide or name == "learning_curve")})  # fmt: skip
         log.info("%s/%s: %s written", dataset, model, name)
 
     _task_plots(add, task, test, title=title, which=which, validate_summary=validate_summary)
@@ -526,6 +641,16 @@ def run_model_plots(
         f"Per-example error ({error_label}) against {size_label} on the test split ({which}); "
         "the line is the mean error in bins of equal counts.")  # fmt: skip
 
+    structures = None
+    if kind == "smiles":
+        classes = json.loads(Path(validate_summary).read_text()).get("classes")
+        worst = largest_errors(test, [inputs[i] for i in test["id"]], errors, task, classes)
+        structures = "largest_errors.json"
+        (out_dir / structures).write_text(json.dumps(
+            {"seed": seed, "error": error_label, "which": which, "molecules": worst}, indent=1
+        ) + "\n")  # fmt: skip
+        log.info("%s/%s: %d largest-error structures drawn", dataset, model, len(worst))
+
     histories_df = {int(s): pd.read_csv(p) for s, p in histories.items()}
     trained = {s: h for s, h in histories_df.items() if "train_loss" in h and len(h)}
     if trained:
@@ -539,7 +664,14 @@ def run_model_plots(
 
     (out_dir / "plots.json").write_text(
         json.dumps(
-            {"dataset": dataset, "model": model, "family": family, "seed": seed, "plots": manifest},
+            {
+                "dataset": dataset,
+                "model": model,
+                "family": family,
+                "seed": seed,
+                "plots": manifest,
+                "structures": structures,
+            },  # fmt: skip
             indent=1,
         )
         + "\n"  # fmt: skip

@@ -33,11 +33,57 @@ def report_settings(config: Mapping, dataset: str) -> dict[str, Any]:
     primary = {**DEFAULT_PRIMARY, **(report.get("primary_metric") or {})}
     return {
         "primary_metric": primary[task],
-        "rank_split": report.get("rank_split", "test"),
+        "rank_split": rank_split(config),
         "paired_test": report.get("paired_test", "auto"),
         "baseline_families": list(report.get("baseline_families", ["rf"])),
         "top_k": report.get("top_k"),
     }
+
+
+def rank_split(config: Mapping) -> str:
+    """The split that chooses and ranks models, by its name in metrics.json: val or test.
+
+    `report.rank_split` says `validation` (the default) or `test`; `val` is kept as an alias.
+    """
+    value = (config.get("report") or {}).get("rank_split", "validation")
+    return {"validation": "val"}.get(value, value)
+
+
+def registry_spec(config: Mapping, dataset: str) -> dict[str, Any]:
+    """What the best model's pyfunc folder holds besides model files (biomol_dl.registry).
+
+    {"name": registered name, "spec": the dataset's kind, task, columns and validation policy,
+    "models": {model: {"family", "featurizer": its spec, "files": {seed: model file}}}}.
+    """
+    from biomol_dl.registry import registered_name
+    from biomol_dl.tracking import experiment_prefix
+
+    ds = config["datasets"][dataset]
+    models = {}
+    for model, spec in report_models(config, dataset).items():
+        featurizer = config["models"][model].get("featurizer")
+        models[model] = {
+            "family": spec["family"],
+            "featurizer": dict(config.get("featurizers", {}).get(featurizer) or {}) or featurizer,
+            "files": {str(s): model_file(config, dataset, model, s) for s in spec["seeds"]},
+        }
+    return {
+        "name": registered_name(dataset, experiment_prefix(config)),
+        "spec": {
+            "kind": ds["kind"],
+            "task": ds["task"],
+            "input_column": ds["input_column"],
+            "id_column": ds.get("id_column"),
+            "validation": dict(ds.get("validation") or {}),
+        },
+        "models": models,
+    }
+
+
+def registry_files(config: Mapping, dataset: str) -> list[str]:
+    """Every model file of the dataset: the best one is chosen only after they exist."""
+    spec = registry_spec(config, dataset)
+    return [path for m in spec["models"].values() for path in m["files"].values()]
 
 
 def seed_paths(config: Mapping, pattern: str, dataset: str, model: str | None = None) -> list:
@@ -53,10 +99,12 @@ def plot_dir(dataset: str, model: str) -> str:
 
 
 def report_layout(config: Mapping) -> dict[str, dict[str, Any]]:
-    """{dataset: {"report": report.json, "plots": {model: plot folder}}} for the HTML page."""
+    """{dataset: {"report": report.json, "registry": registry.json, "plots": {model: plot
+    folder}}} for the HTML page."""
     return {
         dataset: {
             "report": f"results/report/{dataset}/report.json",
+            "registry": f"results/registry/{dataset}/registry.json",
             "plots": {m: plot_dir(dataset, m) for m in report_models(config, dataset)},
         }
         for dataset in config["datasets"]

@@ -27,7 +27,7 @@ The package, one module per concern (each module's docstring tells its part in f
     lineage    which run produced each input; lineage(run_id) back to the raw data
     sinks      where a run's records go: the store (live) or a spool file (spool)
     spool      sync_spool and the syncer thread of the Snakemake main process
-    runs       JobRun, the handle library code logs to; log_torch_model
+    runs       JobRun, the handle library code logs to; log_torch_model, save_pyfunc_model
     jobs       job_run: a job's run, its tags, status, orphan watchdog; find_runs
     stale      stale RUNNING runs and orphaned FINISHED runs of dead invocations
     hooks      workflow_start / workflow_end: the workflow's runs, the environment for jobs
@@ -39,7 +39,7 @@ from biomol_dl.tracking.hooks import workflow_end, workflow_start
 from biomol_dl.tracking.jobs import _parent_for, find_runs, job_run
 from biomol_dl.tracking.lineage import find_producer, lineage
 from biomol_dl.tracking.process import git_state
-from biomol_dl.tracking.runs import JobRun, log_torch_model
+from biomol_dl.tracking.runs import JobRun, log_torch_model, save_pyfunc_model
 from biomol_dl.tracking.settings import (
     DEFAULT_PREFIX,
     DEFAULT_URI,
@@ -129,6 +129,7 @@ __all__ = [
     "job_run",
     "lineage",
     "log_torch_model",
+    "save_pyfunc_model",
     "spool_dir",
     "sync_spool",
     "tracking_mode",

@@ -131,6 +131,23 @@ class JobRun:
             }
         )
 
+    def register_model(
+        self, model_dir: str | Path, name: str, tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """Upload an MLflow model folder (one with an MLmodel file) as the run's `model`
+        artifact and register it as a new version of `name` in the store's model registry.
+
+        In spool mode this happens when the main process syncs the spool (the store's only
+        writer, so registry writes never race on SQLite); the folder must stay (results/).
+        """
+        if not self.active:
+            return
+        folder = Path(model_dir).resolve()
+        if not (folder / "MLmodel").is_file():
+            raise FileNotFoundError(f"{folder}: not an MLflow model folder (no MLmodel file)")
+        self._send("model", str(folder), "model", name,
+                   {_key(k): str(v)[:_MAX_TAG] for k, v in (tags or {}).items()})  # fmt: skip
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("text", text, artifact_file)
 
@@ -193,3 +210,37 @@ def log_torch_model(
     # Leaving start_run() ended the run FINISHED; job_run sets the real final status.
     _retry(run._sink.client.update_run, run.run_id, status="RUNNING")
     return info.model_uri
+
+
+def save_pyfunc_model(
+    path: str | Path,
+    *,
+    loader_module: str,
+    data_path: str | Path,
+    code_paths: Sequence[str | Path] = (),
+    pip_requirements: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an MLflow `pyfunc` model folder at `path` (no store involved).
+
+    `loader_module` is a module whose `_load_pyfunc(data_path)` returns an object with
+    `predict(model_input, params=None)`; `data_path` (a folder of files) is copied into the
+    model, and so is each of `code_paths` (put on sys.path when the model loads). Giving
+    `pip_requirements` skips MLflow's slow requirement inference.
+    """
+    import mlflow.pyfunc
+
+    path = Path(path)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        loader_module=loader_module,
+        data_path=str(data_path),
+        code_paths=[str(p) for p in code_paths] or None,
+        pip_requirements=list(pip_requirements or []),
+        metadata=dict(metadata or {}),
+    )
+    return path

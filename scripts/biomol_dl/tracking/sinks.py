@@ -1,6 +1,6 @@
 """Where a job's records go: straight to the store (live) or to a spool file (spool).
 
-Both sinks take the same calls (`log`, `lineage`, `artifact`, `text`, `end`), so a `JobRun`
+Both sinks take the same calls (`log`, `lineage`, `artifact`, `text`, `model`, `end`), so a `JobRun`
 does not know which mode it runs in; `biomol_dl.tracking.spool` replays a spool file through a
 live sink.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biomol_dl.tracking.lineage import _resolve_lineage
-from biomol_dl.tracking.settings import _BATCH, _SPOOL_SUFFIX
+from biomol_dl.tracking.settings import _BATCH, _SPOOL_SUFFIX, logger
 from biomol_dl.tracking.store import _retry
 
 Metric = tuple[str, float, int, int]  # key, value, timestamp (ms), step
@@ -66,6 +66,28 @@ class _LiveSink:
     def end(self, status: str, end_time: int | None = None) -> None:
         _retry(self.client.set_terminated, self.run_id, status, end_time)
 
+    def model(self, local_dir: str, artifact_path: str, name: str,
+              tags: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """Upload an MLflow model folder to the run and register it as a new version of `name`.
+
+        A store that refuses the registration (an MlflowException) costs a warning, not the
+        run: the job's own records and status still reach the store.
+        """
+        from mlflow.exceptions import MlflowException
+
+        _retry(self.client.log_artifacts, self.run_id, local_dir, artifact_path)
+        source = f"{_retry(self.client.get_run, self.run_id).info.artifact_uri}/{artifact_path}"
+        try:
+            try:
+                _retry(self.client.create_registered_model, name)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise
+            _retry(self.client.create_model_version, name, source, run_id=self.run_id,
+                   tags=dict(tags or {}))  # fmt: skip
+        except MlflowException as exc:
+            logger.warning("model %s of run %s not registered: %s", name, self.run_id, exc)
+
 
 class _SpoolSink:
     """Appends a run's records, one JSON line each, to its own file under the spool folder.
@@ -102,6 +124,11 @@ class _SpoolSink:
 
     def text(self, text: str, artifact_file: str) -> None:
         self._write(op="text", text=text, artifact_file=artifact_file)
+
+    def model(self, local_dir: str, artifact_path: str, name: str,
+              tags: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        self._write(op="model", local_dir=local_dir, artifact_path=artifact_path, name=name,
+                    tags=dict(tags or {}))  # fmt: skip
 
     def end(self, status: str, end_time: int | None = None) -> None:
         self._write(op="end", status=status, time=end_time or _now_ms())

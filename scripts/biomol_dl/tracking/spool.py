@@ -127,6 +127,11 @@ def _sync_file(client: Any, uri: str, path: Path, finalize: bool) -> bool:
                     sink.artifact(event["path"], event.get("artifact_path"))
                 elif op == "text":
                     sink.text(event["text"], event["artifact_file"])
+                elif op == "model" and not Path(event["local_dir"], "MLmodel").is_file():
+                    logger.warning("model %s of run %s is gone", event["local_dir"], run_id)
+                elif op == "model":
+                    sink.model(event["local_dir"], event["artifact_path"], event["name"],
+                               event.get("tags"))  # fmt: skip
                 elif op == "end":
                     sink.end(event["status"], event.get("time"))
                     ended = True
