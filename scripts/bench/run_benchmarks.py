@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -31,14 +32,20 @@ CONFIGS = REPO / "config" / "benchmarks"
 
 
 def snakemake_cmd(
-    workdir: Path, catalog: str, dataset_file: str, targets: list[str], extra: list[str] = ()
+    workdir: Path,
+    catalog: str,
+    dataset_file: str,
+    targets: list[str],
+    extra: Sequence[str] = (),
+    set_threads: Sequence[str] = (),
 ) -> list[str]:
     files = [catalog, *[e for e in extra if e != dataset_file], dataset_file]
+    threads = ["--set-threads", *set_threads] if set_threads else []
     return [
         "/usr/bin/time", "-v", sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
         "--configfile", *[str(CONFIGS / f"{name}.yaml") for name in files],
-        "--cores", "2", *targets,
+        "--cores", "2", *threads, *targets,
     ]  # fmt: skip
 
 
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prep-targets", nargs="*", default=[],
                         help="files built (and timed) after the prep, before any model, e.g. "
                              "results/_pretrain/<name>/encoder.pt")  # fmt: skip
+    parser.add_argument("--set-threads", nargs="*", default=[],
+                        help="Snakemake's --set-threads RULE=N, e.g. train_gnn=1 (two runs "
+                             "side by side on two cores)")  # fmt: skip
     args = parser.parse_args(argv)
 
     workdir = args.workdir.resolve()
@@ -97,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     ds_file = args.dataset_file or ds
 
     def snakemake(targets: list[str]) -> list[str]:
-        return snakemake_cmd(workdir, args.catalog, ds_file, targets, args.extra_configs)
+        return snakemake_cmd(
+            workdir, args.catalog, ds_file, targets, args.extra_configs, args.set_threads
+        )
 
     prep = [f"results/{ds}/split/seed{s}.csv" for s in args.seeds]
     prep += sorted({f"results/{ds}/featurize/{models[m]['featurizer']}.pt" for m in args.models})

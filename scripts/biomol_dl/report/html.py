@@ -330,7 +330,9 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
         reference = r["model"] == info.get("best_model")
         body.append(
             f"<tr class='{'baseline' if r['baseline'] else ''}'><td>{r['rank']}</td>"
-            f"<td class='text model'>{_name(r['model'])}</td>"
+            f"<td class='text model'>{_name(r['model'])}"
+            + (f"<br><span class='muted init'>{escape(r['init'])}</span>" if r.get("init") else "")
+            + "</td>"
             f"<td class='text'>{_name(r['family'])}</td><td>{r['n_seeds']}</td>"
             + "".join(cells)
             + (

@@ -341,6 +341,8 @@ def run_dataset_report(
         top_k=settings.get("top_k"),
         paired_test_method=settings.get("paired_test", "auto"),
     )
+    # what each model started from (transfer learning), beside its family
+    table["init"] = table["model"].map(lambda m: (models.get(m) or {}).get("init") or "")
     for path in (out_leaderboard, out_per_seed, out_json, out_png, out_svg):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_leaderboard, index=False, float_format="%.6g")

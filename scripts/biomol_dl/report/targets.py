@@ -18,10 +18,17 @@ DEFAULT_PRIMARY = dict(metrics.DEFAULT_METRIC)
 
 
 def report_models(config: Mapping, dataset: str) -> dict[str, dict[str, Any]]:
-    """{model: {"family", "seeds"}} for every model the dataset trains."""
+    """{model: {"family", "seeds", "init"}} for every model the dataset trains; "init" says what
+    a model started from (biomol_dl.transfer.describe_init), None for a random start."""
+    from biomol_dl.transfer import describe_init
+
     seeds = list(config["datasets"][dataset]["seeds"])
     return {
-        model: {"family": config["models"][model]["family"], "seeds": seeds}
+        model: {
+            "family": config["models"][model]["family"],
+            "seeds": seeds,
+            "init": describe_init(config, model),
+        }
         for model in dataset_models(config, dataset)
     }
 
