@@ -153,6 +153,19 @@ CASES: tuple[Case, ...] = (
          _set("datasets.tiny_logbb.split.fractions", [0.9, 0.0, 0.1])),
     Case("threads-float", "model `threads: 1.0`", "'models.rf_morgan.threads': 1.0 is not of "
          "type 'integer'", _set("models.rf_morgan.threads", 1.0)),
+    Case("uncertainty-coverage-one", "model `uncertainty: {coverage: 1.0}`",
+         "'models.rf_morgan.uncertainty.coverage': 1.0 is greater than or equal to the maximum",
+         _set("models.rf_morgan.uncertainty", {"coverage": 1.0})),
+    Case("uncertainty-trees-on-mlp", "`uncertainty: {estimate: trees}` on an mlp",
+         "'models.mlp_morgan.uncertainty.estimate': 'trees' is the spread across a random "
+         "forest's trees", _set("models.mlp_morgan.uncertainty", {"estimate": "trees"})),
+    Case("uncertainty-dropout-on-rf", "`uncertainty: {estimate: dropout}` on a random forest",
+         "'models.rf_morgan.uncertainty.estimate': 'dropout' is MC dropout, which needs a torch "
+         "family",
+         _set("models.rf_morgan.uncertainty", {"estimate": "dropout"})),
+    Case("uncertainty-calibrator-typo", "`uncertainty: {probability: platts}`",
+         "'models.rf_kmer.uncertainty.probability': 'platts' is not one of",
+         _set("models.rf_kmer.uncertainty", {"probability": "platts"})),
     Case("top-k-zero", "`report: {top_k: 0}`", "'report.top_k': 0 is less than the minimum of 1",
          _set("report.top_k", 0)),
     Case("rank-split-train", "`report: {rank_split: train}` (models are chosen on validation "

@@ -141,6 +141,12 @@ CASES = {
     "mirror folder set": (_edit(_set("mirror", "/nonexistent/mirror")), set()),
     "model added": (_edit(_add_model), model_jobs("rf_c") | AGGREGATES),
     "model removed": (_edit(_set(f"datasets.{DATASET}.models", ["rf_a"])), AGGREGATES),
+    "uncertainty changed": (
+        _edit(_set("models.rf_a.uncertainty", {"coverage": 0.8})),
+        {job("evaluate", dataset=DATASET, model="rf_a", seed=s) for s in (0, 1)}
+        | {job("report_model", dataset=DATASET, model="rf_a")}
+        | AGGREGATES,
+    ),
     "model params changed": (
         _edit(_set("models.rf_a.params", {"n_estimators": 11})),
         model_jobs("rf_a") | AGGREGATES,

@@ -3,9 +3,11 @@ synthetic data whose truth is known and on small cases computed by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from biomol_dl import uncertainty as U
@@ -177,3 +179,161 @@ def test_classification_metrics_by_hand():
     sets = U.ConformalSets(q=0.75, coverage=0.9, n_fit=10).sets([0.1, 0.5, 0.9])
     assert sets.tolist() == [[True, False], [True, True], [False, True]]
     assert U.set_metrics([1, 1, 1], sets) == {"set_size": 4 / 3, "set_coverage": 2 / 3}
+
+
+# ------------------------------------------------------------------------------ evaluate rule
+
+
+def _long(task, rng, n=120, n_tasks=1, sd=True):
+    """A predictions.csv frame (id, split, task, y_true, y_pred [, y_sd | p_k]) of n rows."""
+    split = np.array(["train", "val", "test"])[np.arange(n) % 3]
+    frames = []
+    for t in range(n_tasks):
+        frame = {"id": [f"m{i}" for i in range(n)], "split": split, "task": f"t{t}"}
+        if task == "regression":
+            y, pred, s = _heteroscedastic(rng, n)
+            frame.update(y_true=y, y_pred=pred, **({"y_sd": s} if sd else {}))
+        elif task == "multiclass":
+            p = rng.dirichlet(np.ones(3), n)
+            frame.update(y_true=rng.integers(0, 3, n).astype(float), y_pred=p.argmax(1))
+            frame.update({f"p_{k}": p[:, k] for k in range(3)})
+        else:
+            y, p = _overconfident_binary(rng, n)
+            y[rng.uniform(size=n) < 0.2] = np.nan  # multitask gaps
+            frame.update(y_true=y, y_pred=p)
+        frames.append(pd.DataFrame(frame))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    "task, n_tasks, sd",
+    [("regression", 1, True), ("regression", 2, False), ("multitask_binary", 2, False),
+     ("binary", 1, False), ("multiclass", 1, False)],
+)  # fmt: skip
+def test_evaluate_fits_on_val_and_never_reads_test_labels(task, n_tasks, sd):
+    from biomol_dl.evaluate import calibrated_test_metrics
+
+    pred = _long(task, np.random.default_rng(8), n_tasks=n_tasks, sd=sd)
+    settings = U.Settings()
+    got = calibrated_test_metrics(pred, task, settings)
+    assert got["fitted_on"] == "val" and set(got["tasks"]) == {f"t{t}" for t in range(n_tasks)}
+    assert got["n"] == 40
+    names = set(got["mean"])
+    if task == "regression":
+        assert {"interval_coverage", "abs_interval_width"} <= names
+        assert ("sd_spearman" in names) == sd and got["settings"]["estimate_used"] == (
+            "y_sd" if sd else "none"
+        )
+    else:
+        assert {"ece", "raw_ece", "brier", "nll", "set_size", "set_coverage"} <= names
+    poisoned = pred.copy()
+    is_test = poisoned["split"] == "test"
+    if task == "regression":
+        poisoned.loc[is_test, "y_true"] = poisoned.loc[is_test, "y_true"] * 50 - 3
+    else:
+        poisoned.loc[is_test, "y_true"] = (poisoned.loc[is_test, "y_true"] + 1) % 2
+    again = calibrated_test_metrics(poisoned, task, settings)
+    assert again["calibrators"] == got["calibrators"]
+    assert again["mean"] != got["mean"]
+    # ... and the val rows do move the calibrators
+    shuffled = pred.copy()
+    is_val = shuffled["split"] == "val"
+    shuffled.loc[is_val, "y_true"] = shuffled.loc[is_val, "y_true"].to_numpy()[::-1]
+    assert calibrated_test_metrics(shuffled, task, settings)["calibrators"] != got["calibrators"]
+
+
+def test_metrics_json_carries_calibrated_test_metrics(tmp_path):
+    """Too few validation rows for the coverage: an unbounded interval, written as null."""
+    from biomol_dl.evaluate import run_evaluation
+
+    pred = _long("regression", np.random.default_rng(9), n=15)
+    pred.to_csv(tmp_path / "predictions.csv", index=False)
+    out = tmp_path / "metrics.json"
+    run_evaluation(tmp_path / "predictions.csv", "regression", out, {"coverage": 0.95})
+    result = json.loads(out.read_text())  # strict JSON: no NaN or Infinity
+    block = result["test_calibrated"]
+    assert block["settings"]["coverage"] == 0.95
+    assert block["calibrators"]["t0"]["interval"]["q"] is None
+    assert block["mean"]["interval_coverage"] == 1.0 and block["mean"]["interval_width"] is None
+    pred.drop(columns="y_sd").to_csv(tmp_path / "no_sd.csv", index=False)
+    with pytest.raises(ValueError, match="no_sd.csv: uncertainty estimate 'trees'"):
+        run_evaluation(tmp_path / "no_sd.csv", "regression", out, {"estimate": "trees"})
+
+
+def test_forest_tree_spread_is_the_sd_around_its_prediction():
+    from sklearn.ensemble import RandomForestRegressor
+
+    from biomol_dl.models.rf import tree_sd
+
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(80, 3))
+    y = X[:, 0] + rng.normal(0, 0.3, 80)
+    forest = RandomForestRegressor(n_estimators=20, random_state=0).fit(X, y)
+    far = np.vstack([X[:5], X[:5] + 8.0])
+    sd = tree_sd(forest, far)
+    per_tree = np.stack([t.predict(far) for t in forest.estimators_])
+    assert np.allclose(per_tree.mean(axis=0), forest.predict(far))
+    assert np.allclose(sd, per_tree.std(axis=0)) and (sd >= 0).all()
+
+
+# ------------------------------------------------------------------------------ estimates
+
+
+def test_mc_dropout_draws_vary_reproducibly_and_leave_eval_mode():
+    import torch
+
+    from biomol_dl import training
+
+    class Net(torch.nn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Dropout(p), torch.nn.Linear(16, 1)
+            )
+
+        def forward(self, batch):
+            return self.body(batch["x"])
+
+    torch.manual_seed(0)
+    batches = [{"x": torch.randn(8, 3), "y": torch.zeros(8, 1)} for _ in range(2)]
+    net = Net(0.3)
+    plain = training.predict(net, batches, task="regression")
+    a = training.predict_mc_dropout(net, batches, task="regression", passes=5, seed=1)
+    b = training.predict_mc_dropout(net, batches, task="regression", passes=5, seed=1)
+    assert a.shape == (5, 16, 1) and np.array_equal(a, b)
+    assert (a.std(axis=0) > 0).all()
+    assert not net.training and not any(m.training for m in net.modules())
+    assert np.array_equal(training.predict(net, batches, task="regression"), plain)
+    with pytest.raises(ValueError, match="no dropout layer with p > 0"):
+        training.predict_mc_dropout(Net(0.0), batches, task="regression", passes=3, seed=1)
+
+
+def test_only_a_train_time_estimate_reaches_the_train_rule():
+    from biomol_dl import rule_params
+
+    def config(uncertainty):
+        model = {"family": "mlp", "featurizer": "f", "threads": 2, "uncertainty": uncertainty}
+        return {"models": {"m": model}, "featurizers": {"f": {"type": "morgan"}}}
+
+    calibration = {"coverage": 0.8, "estimate": "auto", "probability": "isotonic", "passes": 20}
+    assert "uncertainty" not in rule_params.train_model_spec(config(calibration), "m")
+    assert rule_params.evaluate_uncertainty(config(calibration), "m") == calibration
+    dropout = {**calibration, "estimate": "dropout", "passes": 7}
+    spec = rule_params.train_model_spec(config(dropout), "m")
+    assert spec["uncertainty"] == {"estimate": "dropout", "passes": 7}
+
+
+def test_leaderboard_carries_calibrated_test_metrics(tmp_path):
+    from biomol_dl.report.leaderboard import calibrated_columns
+
+    paths = []
+    for model, seed, coverage in (("a", 0, 0.8), ("a", 1, 0.9), ("b", 0, 1.0)):
+        path = tmp_path / f"results/d/evaluate/{model}/seed{seed}/metrics.json"
+        path.parent.mkdir(parents=True)
+        block = {"n": 3, "tasks": {}, "mean": {"interval_coverage": coverage}}
+        path.write_text(json.dumps({"test": {"mean": {"rmse": 1.0}}, "test_calibrated": block}))
+        paths.append(path)
+    table = calibrated_columns(paths).set_index("model")
+    assert table.loc["a", "test_calibrated_interval_coverage_mean"] == pytest.approx(0.85)
+    assert table.loc["a", "test_calibrated_interval_coverage_sd"] == pytest.approx(0.0707, 1e-3)
+    assert table.loc["b", "test_calibrated_interval_coverage_mean"] == 1.0

@@ -69,6 +69,20 @@ def test_tiny_config_runs_to_summary(tiny_run, tiny_config):
     assert test_rmse["value"].notna().all() and (test_rmse["value"] > 0).all()
     wide = pd.read_csv(tiny_run / "results" / "summary_wide.csv")
     assert {"rmse_mean", "roc_auc_mean"} <= set(wide.columns)
+    # Uncertainty calibrated on validation, scored on test: the forest's own sd (spread across
+    # trees) gives a normalized interval, the MLP's absolute residuals; probabilities get ECE.
+    calibrated = summary[summary["split"] == "test_calibrated"]
+    by = calibrated.groupby(["dataset", "model"])["metric"].agg(set)
+    assert {"interval_coverage", "sd_spearman", "ence"} <= by["tiny_logbb", "rf_morgan"]
+    assert "interval_coverage" in by["tiny_logbb", "mlp_morgan"]
+    assert "sd_spearman" not in by["tiny_logbb", "mlp_morgan"]
+    assert {"ece", "raw_ece", "set_coverage"} <= by["tiny_peptides", "rf_kmer"]
+    metrics = json.loads(
+        (tiny_run / "results/tiny_logbb/evaluate/rf_morgan/seed0/metrics.json").read_text()
+    )
+    assert metrics["test_calibrated"]["fitted_on"] == "val"
+    board = pd.read_csv(tiny_run / "results" / "report" / "tiny_logbb" / "leaderboard.csv")
+    assert board["test_calibrated_interval_coverage_mean"].notna().all()
     # Validation accounts for every input row.
     for dataset in tiny_config["datasets"]:
         info = json.loads(

@@ -350,11 +350,26 @@ def check_model(name: str, spec: Mapping) -> None:
     family = model_family(name, spec)
     grid = spec.get("grid") or {}
     family.split_params(spec.get("params", {}), f"models.{name}.params")
+    check_uncertainty(name, spec, family)
     valid = family.param_specs(grid)
     check_keys(f"models.{name}.grid", grid, valid)
     for key, values in grid.items():
         for i, value in enumerate(values):
             check_value(f"models.{name}.grid.{key}.{i}", value, valid[key])
+
+
+def check_uncertainty(name: str, spec: Mapping, family) -> None:
+    """An estimate must be one the family makes (the schema checks names and ranges)."""
+    estimate = (spec.get("uncertainty") or {}).get("estimate", "auto")
+    if estimate in ("auto", "none") or estimate in family.uncertainty_estimates():
+        return
+    what = {"trees": "the spread across a random forest's trees",
+            "dropout": "MC dropout, which needs a torch family"}.get(estimate, estimate)  # fmt: skip
+    makes = ", ".join(family.uncertainty_estimates()) or "none of its own"
+    raise ConfigError(
+        f"invalid config at 'models.{name}.uncertainty.estimate': {estimate!r} is {what}; "
+        f"family {family.name} makes {makes}; use one of those, auto or none"
+    )
 
 
 def check_split(name: str, ds: Mapping) -> None:

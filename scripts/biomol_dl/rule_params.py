@@ -6,7 +6,9 @@ checks the planned job set of each kind of edit after a real run):
 
 - fetch: what identifies the fetched bytes (a local file is an *input*, not a param);
 - validate: the dataset entry without `description`, `models`, `seeds` and the split;
-- train: the model's own entry without its `threads` (a resource, not an identity).
+- train: the model's own entry without its `threads` (a resource, not an identity) and of its
+  `uncertainty` only an estimate the train job computes (MC dropout; calibration is evaluate's);
+- evaluate: the task and the model's `uncertainty` entry.
 
 A dataset's `description`, its list of models and seeds, a model's threads and the mirror folders
 reach no rule's params.
@@ -62,9 +64,24 @@ def validate_spec(config: dict, dataset: str) -> dict[str, Any]:
     return spec
 
 
+def evaluate_uncertainty(config: dict, model: str) -> dict[str, Any]:
+    """The model's `uncertainty:` entry, defaults filled: how evaluate calibrates on the
+    validation split."""
+    return dict(config["models"][model].get("uncertainty") or {})
+
+
+TRAIN_ESTIMATES = ("dropout",)  # uncertainty estimates the train job computes
+
+
 def train_model_spec(config: dict, model: str) -> dict[str, Any]:
-    """The model's entry with its name and featurizer spec, without `threads`."""
-    spec = {k: v for k, v in config["models"][model].items() if k != "threads"}
+    """The model's entry with its name and featurizer spec, without `threads`; of `uncertainty`
+    only an estimate the train job computes (MC dropout: estimate and passes), the rest being
+    the evaluate rule's business."""
+    entry = config["models"][model]
+    spec = {k: v for k, v in entry.items() if k not in ("threads", "uncertainty")}
+    estimate = (entry.get("uncertainty") or {}).get("estimate")
+    if estimate in TRAIN_ESTIMATES:
+        spec["uncertainty"] = {"estimate": estimate, "passes": entry["uncertainty"]["passes"]}
     spec["name"] = model
     spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
     return spec

@@ -165,7 +165,10 @@ def run_training(
         device=result.device,
         precision=result.precision,
     )
-    write_predictions(out_predictions, data.ids, data.split, task, label_columns, data.y, preds)
+    sd = _dropout_sd(built.model, loader(built.dataset, False, seed), task, model_spec, result,
+                     seed)  # fmt: skip
+    write_predictions(out_predictions, data.ids, data.split, task, label_columns, data.y, preds,
+                      sd=sd)  # fmt: skip
     _write_csv(pd.DataFrame(result.history), out_history)
 
     built.model.to("cpu")
@@ -176,6 +179,26 @@ def run_training(
     training.clear_resume_state(resume_dir)
     summary = _log_end(run, result, device, time.perf_counter() - wall0)
     return {**summary, "monitor": result.monitor, "device": result.device}
+
+
+def _dropout_sd(model, loader, task: str, model_spec: Mapping[str, Any], result, seed: int):
+    """[N, T] sd across MC-dropout passes where the model's `uncertainty.estimate` is dropout
+    (regression; classification is calibrated from its probabilities), else None."""
+    entry = model_spec.get("uncertainty") or {}
+    if entry.get("estimate") != "dropout":
+        return None
+    if task != "regression":
+        log.info(
+            "uncertainty estimate 'dropout' is for regression; a %s task does not use it", task
+        )
+        return None
+    draws = training.predict_mc_dropout(
+        model, loader, task=task, passes=int(entry.get("passes", 20)), seed=seed,
+        target_scaler=result.target_scaler,
+        device=result.device, precision=result.precision,
+    )  # fmt: skip
+    log.info("MC dropout: sd over %d passes (median %.4g)", len(draws), np.median(draws.std(0)))
+    return draws.std(axis=0)
 
 
 @dataclasses.dataclass
@@ -463,12 +486,18 @@ def write_predictions(
     label_columns: Sequence[str],
     y: np.ndarray,
     preds: np.ndarray,
+    sd: np.ndarray | None = None,
 ) -> None:
     """predictions.csv in the long format every training rule writes (any model family).
 
     preds: [N, T] values or probabilities, or [N, K] class probabilities for multiclass.
+    sd: [N, T] the model's own sd of each regression prediction, where it has one (column y_sd).
     """
     long = long_predictions(task, label_columns, y, preds)
+    if sd is not None:
+        if task == "multiclass" or np.shape(sd) != np.shape(preds):
+            raise ValueError(f"sd of shape {np.shape(sd)} for predictions {np.shape(preds)}")
+        long["y_sd"] = np.asarray(sd, dtype=np.float64).T.reshape(-1)
     n_tasks = preds.shape[1] if task != "multiclass" else 1
     long.insert(0, "split", np.tile(split, n_tasks))
     long.insert(0, "id", np.tile(np.asarray(ids, dtype=object), n_tasks))

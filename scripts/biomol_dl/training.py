@@ -517,6 +517,50 @@ def predict(
     return _outputs_to_predictions(task, torch.cat(outs).double().numpy(), target_scaler)
 
 
+@torch.no_grad()
+def predict_mc_dropout(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    task: str,
+    passes: int,
+    seed: int,
+    target_scaler: TargetScaler | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """[passes, N, T] predictions with dropout left on (MC dropout, Gal & Ghahramani 2016): the
+    model's Dropout modules in train mode, everything else (batch norm) in eval mode, seeded so a
+    rerun gives the same draws. Leaves the model in eval mode."""
+    dropouts = [
+        m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+    ]
+    if not dropouts:
+        raise ValueError(
+            "uncertainty estimate 'dropout': the model has no dropout layer with p > 0; set its "
+            "dropout param or choose another estimate"
+        )
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    draws = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for _ in range(passes):
+            model.eval()
+            for m in dropouts:
+                m.train()
+            outs = []
+            for batch in loader:
+                batch = to_device(batch, device)
+                with _autocast(device, precision):
+                    out = model(batch)
+                outs.append(_check_output(out, batch["y"], task).float().cpu())
+            draws.append(
+                _outputs_to_predictions(task, torch.cat(outs).double().numpy(), target_scaler)
+            )
+    model.eval()
+    return np.stack(draws)
+
+
 # ----------------------------------------------------------------------------- resume state
 
 

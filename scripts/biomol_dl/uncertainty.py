@@ -430,9 +430,10 @@ class Settings:
     """A model's `uncertainty:` entry (workflow/schemas/config.schema.yaml)."""
 
     coverage: float = COVERAGE
-    estimate: str = "auto"  # auto | none | trees: which sd regression intervals scale with
+    estimate: str = "auto"  # auto | none | trees | dropout: the sd regression intervals scale with
     probability: str = "temperature"
     bins: int = BINS
+    passes: int = 20  # MC dropout (computed by the train job)
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any] | None) -> Settings:

@@ -16,6 +16,8 @@ rule evaluate:
         runtime=10,
     params:
         task=lambda wc: config["datasets"][wc.dataset]["task"],
+        # calibration on the validation split (biomol_dl.uncertainty)
+        uncertainty=lambda wc: rule_params.evaluate_uncertainty(config, wc.model),
     script:
         "../../scripts/evaluate.py"
 

@@ -145,6 +145,13 @@ class Family:
     # and the one holding the head (a Sequential whose Linear layers are the head layers).
     encoder_modules: ClassVar[tuple[str, ...]] = ()
     head_module: ClassVar[str] = "head"
+    # Uncertainty (`uncertainty.estimate`, biomol_dl.uncertainty): the sd estimates the family
+    # writes itself as predictions.csv's y_sd (rf: "trees"); torch families add MC dropout.
+    sd_estimates: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def uncertainty_estimates(cls) -> tuple[str, ...]:
+        return cls.sd_estimates + (("dropout",) if cls.uses_torch else ())
 
     def __init__(self, params: Mapping[str, Any] | ModelParams | None = None):
         """params: the model entry's params (model and loop keys) or a Params instance."""

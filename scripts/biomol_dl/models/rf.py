@@ -4,7 +4,8 @@ Tuned forests on fingerprints are strong on MoleculeNet-size data (Jiang et al. 
 deep model is shown beside this one. Multitask-binary labels with gaps get one forest per task,
 each trained on the rows where that task is labelled. An ordinary family that trains without the
 torch loop: it overrides `train` and `predict` and writes model.skops (skops.io: loading it
-trusts only scikit-learn and numpy types).
+trusts only scikit-learn and numpy types). For regression, predictions.csv also carries `y_sd`,
+the sd across the trees (biomol_dl.uncertainty calibrates it on the validation split).
 
 params: n_estimators (500), max_features (sqrt; regression: 1/3, Breiman's default, unless
 given), min_samples_leaf (1), max_depth (null), and any other RandomForestRegressor /
@@ -70,6 +71,7 @@ class RandomForestFamily(Family):
     featurizers = FIXED_LENGTH
     uses_torch = False
     uses_gpu = False
+    sd_estimates = ("trees",)  # regression: the spread across trees (tree_sd)
     model_file = "model.skops"
     mem_mb = 8000
     runtime = 120
@@ -138,18 +140,21 @@ def run_rf(
         X = np.where(np.isnan(X), col_mean, X)
     n_classes = int(np.nanmax(y)) + 1 if task == "multiclass" else None
     start = time.perf_counter()
-    forests, columns = [], []
+    forests, columns, spread = [], [], []
     for t, name in enumerate(label_columns):
         rows = train_rows[~np.isnan(y[train_rows, t])]
         forest = family.forest(task, seed, threads).fit(X[rows], y[rows, t])
         columns.extend(_predict_columns(forest, X, task, n_classes).T)
+        if task == "regression":
+            spread.append(tree_sd(forest, X))
         forests.append(forest)
         log.info(
             "task %s: forest of %d trees fitted on %d rows", name, forest.n_estimators, len(rows)
         )
     seconds = time.perf_counter() - start
     preds = np.stack(columns, axis=1)
-    write_predictions(out_predictions, ids, split, task, label_columns, y, preds)
+    sd = np.stack(spread, axis=1) if spread else None
+    write_predictions(out_predictions, ids, split, task, label_columns, y, preds, sd=sd)
     bundle = {"forests": forests, "impute": col_mean, "spec": dict(model_spec), "task": task,
               "label_columns": list(label_columns)}  # fmt: skip
     sio.dump(bundle, out_model)
@@ -176,6 +181,15 @@ def _predict_columns(forest, X, task: str, n_classes: int | None):
     if 1 not in classes:
         return np.zeros((len(X), 1))
     return forest.predict_proba(X)[:, classes.index(1)][:, None]
+
+
+def tree_sd(forest, X):
+    """[N] sd across a regression forest's trees: the forest's own uncertainty estimate (its
+    prediction is the mean of the same trees), calibrated on validation by the evaluate rule."""
+    import numpy as np
+
+    per_tree = np.stack([tree.predict(X) for tree in forest.estimators_])
+    return per_tree.std(axis=0)
 
 
 def load_rf(path: str | Path) -> dict:

@@ -58,6 +58,20 @@ def per_seed_table(
     return _with_families(long, families, ["model", "seed", "split", "metric"])
 
 
+def calibrated_columns(metrics_files: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per model: `test_calibrated_<metric>_mean / _sd` over seeds, the uncertainty
+    metrics on test after calibration fitted on validation (metrics.json `test_calibrated`)."""
+    long = collect(list(metrics_files))
+    long = long[long["split"] == "test_calibrated"]
+    long = long.assign(value=pd.to_numeric(long["value"], errors="coerce"))
+    if long.empty:
+        return pd.DataFrame({"model": pd.Series(dtype=object)})
+    agg = long.groupby(["model", "metric"])["value"].agg(mean="mean", sd="std").reset_index()
+    table = agg.pivot_table(index="model", columns="metric", values=["mean", "sd"], dropna=False)
+    table.columns = [f"test_calibrated_{metric}_{stat}" for stat, metric in table.columns]
+    return table.reset_index()[["model", *sorted(table.columns)]]
+
+
 def per_task_table(
     metrics_files: Sequence[str | Path], families: Mapping[str, str]
 ) -> pd.DataFrame:
@@ -343,6 +357,7 @@ def run_dataset_report(
     )
     # what each model started from (transfer learning), beside its family
     table["init"] = table["model"].map(lambda m: (models.get(m) or {}).get("init") or "")
+    table = table.merge(calibrated_columns(metrics_files), on="model", how="left")
     for path in (out_leaderboard, out_per_seed, out_json, out_png, out_svg):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_leaderboard, index=False, float_format="%.6g")
