@@ -337,3 +337,28 @@ def test_leaderboard_carries_calibrated_test_metrics(tmp_path):
     assert table.loc["a", "test_calibrated_interval_coverage_mean"] == pytest.approx(0.85)
     assert table.loc["a", "test_calibrated_interval_coverage_sd"] == pytest.approx(0.0707, 1e-3)
     assert table.loc["b", "test_calibrated_interval_coverage_mean"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "task, n_tasks, sd, expected",
+    [("regression", 1, True, "coverage"), ("regression", 1, False, "coverage"),
+     ("multitask_binary", 3, False, "reliability"), ("multiclass", 1, False, "reliability")],
+)  # fmt: skip
+def test_uncertainty_plots_from_val_and_test_rows(tmp_path, task, n_tasks, sd, expected):
+    from biomol_dl.evaluate import calibrated_test_metrics
+    from biomol_dl.report import plots
+
+    pred = _long(task, np.random.default_rng(11), n=150, n_tasks=n_tasks, sd=sd)
+    result = {"test_calibrated": calibrated_test_metrics(pred, task, U.Settings())}
+    added = []
+
+    def add(name, fig, caption, wide=False):
+        plots.save(fig, tmp_path / f"{name}.png")
+        added.append((name, caption))
+
+    plots._uncertainty_plots(add, task, pred, result, title="t", which="seed 0")
+    assert [name for name, _ in added] == [expected]
+    assert "validation" in added[0][1] and (tmp_path / f"{expected}.png").stat().st_size > 5000
+    added.clear()
+    plots._uncertainty_plots(add, task, pred, {"test": {}}, title="t", which="seed 0")
+    assert not added  # no calibrated block (metrics from before calibration): no plot

@@ -70,12 +70,13 @@ def test_tiny_config_runs_to_summary(tiny_run, tiny_config):
     wide = pd.read_csv(tiny_run / "results" / "summary_wide.csv")
     assert {"rmse_mean", "roc_auc_mean"} <= set(wide.columns)
     # Uncertainty calibrated on validation, scored on test: the forest's own sd (spread across
-    # trees) gives a normalized interval, the MLP's absolute residuals; probabilities get ECE.
+    # trees) and the MLP's MC dropout give normalized intervals; probabilities get ECE and sets.
     calibrated = summary[summary["split"] == "test_calibrated"]
     by = calibrated.groupby(["dataset", "model"])["metric"].agg(set)
-    assert {"interval_coverage", "sd_spearman", "ence"} <= by["tiny_logbb", "rf_morgan"]
-    assert "interval_coverage" in by["tiny_logbb", "mlp_morgan"]
-    assert "sd_spearman" not in by["tiny_logbb", "mlp_morgan"]
+    for model in ("rf_morgan", "mlp_morgan"):
+        assert {"interval_coverage", "abs_interval_coverage", "sd_spearman", "ence"} <= by[
+            "tiny_logbb", model
+        ]
     assert {"ece", "raw_ece", "set_coverage"} <= by["tiny_peptides", "rf_kmer"]
     metrics = json.loads(
         (tiny_run / "results/tiny_logbb/evaluate/rf_morgan/seed0/metrics.json").read_text()
@@ -83,6 +84,10 @@ def test_tiny_config_runs_to_summary(tiny_run, tiny_config):
     assert metrics["test_calibrated"]["fitted_on"] == "val"
     board = pd.read_csv(tiny_run / "results" / "report" / "tiny_logbb" / "leaderboard.csv")
     assert board["test_calibrated_interval_coverage_mean"].notna().all()
+    for dataset, model, plot in (("tiny_logbb", "rf_morgan", "coverage"),
+                                 ("tiny_peptides", "mlp_kmer", "reliability")):  # fmt: skip
+        manifest = tiny_run / "results" / "report" / dataset / "plots" / model / "plots.json"
+        assert plot in {p["name"] for p in json.loads(manifest.read_text())["plots"]}
     # Validation accounts for every input row.
     for dataset in tiny_config["datasets"]:
         info = json.loads(

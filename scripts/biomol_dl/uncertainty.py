@@ -340,23 +340,32 @@ def _two_class(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.asarray(y).astype(int), proba
 
 
-def ece(y_true, proba, bins: int = BINS) -> float:
-    """Expected calibration error over equal-width bins: binary [N] probabilities against the
-    frequency of class 1; multiclass [N, K]: the top-class confidence against accuracy."""
+def reliability_bins(y_true, proba, bins: int = BINS) -> dict[str, np.ndarray]:
+    """Per non-empty equal-width bin: mean confidence, observed frequency and row count (binary
+    [N]: P(class 1) against the share of class 1; multiclass [N, K]: top-class confidence
+    against accuracy), what ECE sums and a reliability diagram draws."""
     y, p = np.asarray(y_true, dtype=np.float64), np.asarray(proba, dtype=np.float64)
-    if len(y) == 0:
-        return math.nan
     if p.ndim == 2:
         conf, hit = p.max(axis=1), (p.argmax(axis=1) == y.astype(int)).astype(float)
     else:
         conf, hit = p, y
     which = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            total += in_bin.mean() * abs(hit[in_bin].mean() - conf[in_bin].mean())
-    return float(total)
+    count = np.bincount(which, minlength=bins)
+    full = count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, conf, bins)[full] / count[full]
+        freq = np.bincount(which, hit, bins)[full] / count[full]
+    return {"confidence": mean_conf, "frequency": freq, "count": count[full]}
+
+
+def ece(y_true, proba, bins: int = BINS) -> float:
+    """Expected calibration error over equal-width bins: binary [N] probabilities against the
+    frequency of class 1; multiclass [N, K]: the top-class confidence against accuracy."""
+    if len(y_true) == 0:
+        return math.nan
+    r = reliability_bins(y_true, proba, bins)
+    weight = r["count"] / r["count"].sum()
+    return float(np.sum(weight * np.abs(r["frequency"] - r["confidence"])))
 
 
 def brier(y_true, proba) -> float:
@@ -420,6 +429,18 @@ def set_metrics(y_true, sets: np.ndarray) -> dict[str, float]:
         "set_size": float(sets.sum(axis=1).mean()),
         "set_coverage": float(sets[np.arange(len(y)), y].mean()),
     }
+
+
+def coverage_curve(val: Mapping, test: Mapping, levels) -> np.ndarray:
+    """Observed test coverage of the conformal interval fitted on val at each nominal level
+    (normalized by sd where val / test carry one)."""
+    sd_v, sd_t = val.get("sd"), test.get("sd")
+    out = []
+    for level in levels:
+        fitted = fit_conformal_interval(val["y_true"], val["y_pred"], sd_v, coverage=level)
+        lo, hi = fitted.interval(test["y_pred"], sd_t if sd_v is not None else None)
+        out.append(interval_metrics(test["y_true"], lo, hi)["interval_coverage"])
+    return np.asarray(out)
 
 
 # ------------------------------------------------------------------------------ one task

@@ -13,7 +13,10 @@ Which plots a model gets follows from the task:
                     every task's curve in one panel; never pooled), error_vs_size
   multiclass        confusion (scaled with the class count, row-normalised), error_vs_size
 
-plus learning_curve when the history has epochs (torch families; a random forest's history is a
+plus, where metrics.json holds `test_calibrated` (calibration fitted on validation): coverage
+(regression: observed vs nominal coverage of the conformal intervals, error vs predicted sd) or
+reliability (classification: reliability diagrams before and after calibration, per task up to
+MAX_PANELS tasks); plus learning_curve when the history has epochs (torch families; a random forest's history is a
 single fit time). Size is heavy atoms (RDKit) for molecules and length for sequences. For
 molecules, `largest_errors.json` holds the N_STRUCTURES test molecules with the largest errors
 drawn as RDKit SVG (rdMolDraw2D), with their true and predicted values, for the HTML page.
@@ -35,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from biomol_dl import metrics as M
+from biomol_dl import uncertainty as U
 from biomol_dl.evaluate import read_predictions
 from biomol_dl.io import read_table
 from biomol_dl.logutil import get
@@ -67,6 +71,8 @@ TITLES = {
     "confusion": "Confusion matrix",
     "learning_curve": "Learning curves",
     "error_vs_size": "Error vs size",
+    "coverage": "Interval coverage and error vs sd",
+    "reliability": "Reliability before and after calibration",
 }
 
 
@@ -281,6 +287,129 @@ def _calibration_one(y_true, p_pred, *, title: str):
         hist.hist(p, bins=20, range=(0, 1), color=COLORS[5], edgecolor="white", linewidth=0.4)
         hist.set(xlabel="predicted probability of class 1", ylabel="count")
     return fig
+
+
+def coverage_figure(val: Mapping, test: Mapping, *, coverage: float, title: str):
+    """Regression uncertainty on test, calibrated on val: observed vs nominal coverage of the
+    split-conformal interval (absolute, and normalized by the model's sd where it has one); with
+    an sd, |error| against the variance-scaled sd and RMSE per equal-count sd bin."""
+    levels = np.round(np.linspace(0.5, 0.95, 10), 3)
+    has_sd = test.get("sd") is not None and val.get("sd") is not None
+    with _style():
+        fig, axes = _figure(1, 2 if has_sd else 1, size=(9.6 if has_sd else 4.8, 4.2))
+        ax = axes[0, 0]
+        ax.plot([0.5, 1], [0.5, 1], ls="--", lw=1, color="0.6", label="nominal")
+        curves = [("absolute residuals", {**val, "sd": None}, {**test, "sd": None}, COLORS[0])]
+        if has_sd:
+            curves.append(("normalized by the model's sd", val, test, COLORS[3]))
+        for label, v, t, color in curves:
+            observed = U.coverage_curve(v, t, levels)
+            ax.plot(levels, observed, marker="o", ms=3, color=color, label=label)
+        ax.axvline(coverage, color="0.4", lw=0.8, ls=":")
+        ax.set(xlim=(0.48, 1.0), ylim=(0.3, 1.02), xlabel="nominal coverage",
+               ylabel="observed coverage on test")  # fmt: skip
+        ax.legend(loc="upper left")
+        ax.set_title(title)
+        if has_sd:
+            scale = U.fit_variance_scale(val["y_true"], val["y_pred"], val["sd"]).scale
+            y, p = np.asarray(test["y_true"], float), np.asarray(test["y_pred"], float)
+            sd = scale * np.asarray(test["sd"], float)
+            err = np.abs(y - p)
+            ax2 = axes[0, 1]
+            ax2.scatter(sd, err, s=8, alpha=0.5, color=COLORS[5], linewidths=0)
+            order = np.argsort(sd, kind="stable")
+            parts = [part for part in np.array_split(order, min(10, len(order))) if len(part)]
+            rmv = [math.sqrt(float(np.mean(sd[part] ** 2))) for part in parts]
+            rmse = [math.sqrt(float(np.mean(err[part] ** 2))) for part in parts]
+            ax2.plot(rmv, rmse, marker="o", ms=4, color=COLORS[3], label="RMSE per sd bin")
+            top = max(max(rmv, default=1.0), max(rmse, default=1.0))
+            ax2.plot([0, top], [0, top], ls="--", lw=1, color="0.6", label="RMSE = sd")
+            rho = U.sd_error_spearman(y, p, sd)
+            ax2.set(xlabel=f"predicted sd (× {scale:.2f}, scaled on validation)",
+                    ylabel="absolute error", title=f"Spearman(sd, |error|) = {rho:.2f}")  # fmt: skip
+            ax2.legend(loc="upper left")
+    return fig
+
+
+def reliability_figure(tasks: Sequence[tuple], *, method: str, bins: int, title: str):
+    """Reliability diagrams on test before and after calibration fitted on val, one panel per
+    task (up to MAX_PANELS; never pooled). tasks: (name, y_val, p_val, y_test, p_test), p as
+    P(class 1) [N] or class probabilities [N, K] (top-class confidence against accuracy)."""
+    shown = list(tasks)[:MAX_PANELS]
+    with _style():
+        fig, axes = _panels(shown)
+        if len(shown) == 1:
+            fig.set_size_inches(4.8, 4.2)
+        for (name, yv, pv, yt, pt), ax in zip(shown, axes, strict=True):
+            used = method if np.ndim(pv) == 1 else "temperature"
+            calibrator = U.fit_probability_calibrator(yv, pv, used)
+            for probs, label, color in ((pt, "raw", COLORS[0]),
+                                        (calibrator.apply(pt), used, COLORS[3])):  # fmt: skip
+                r = U.reliability_bins(yt, probs, bins)
+                ax.plot(r["confidence"], r["frequency"], marker="o", ms=3, color=color,
+                        label=f"{label} (ECE {U.ece(yt, probs, bins):.3f})")  # fmt: skip
+            ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6")
+            ax.set(xlim=(0, 1), ylim=(-0.02, 1.02))
+            ax.legend(loc="upper left", fontsize=7)
+            if len(shown) > 1:
+                ax.set_title(str(name), fontsize=7.5)
+        multiclass = np.ndim(shown[0][2]) == 2
+        _label_outer(fig, axes, "mean predicted probability" + (" (top class)" if multiclass
+                     else ""), "accuracy" if multiclass else "fraction of positives")  # fmt: skip
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _uncertainty_plots(add, task: str, pred: pd.DataFrame, result: Mapping, *, title, which):
+    """coverage or reliability, from the val and test rows of the representative seed and the
+    settings its metrics.json recorded; nothing when it has no calibrated block."""
+    block = result.get("test_calibrated") or {}
+    settings = block.get("settings")
+    if not settings:
+        return
+    labelled = pred[pred["y_true"].notna()]
+    val, test = labelled[labelled["split"] == "val"], labelled[labelled["split"] == "test"]
+    if val.empty or test.empty:
+        return
+    coverage, bins = float(settings["coverage"]), int(settings["bins"])
+    use_sd = settings.get("estimate_used") == "y_sd"
+    if task == "regression":
+        name = str(test["task"].iloc[0])
+
+        def arrays(rows):
+            return {"y_true": rows["y_true"].to_numpy(float), "y_pred": rows["y_pred"].to_numpy(float),
+                    "sd": rows["y_sd"].to_numpy(float) if use_sd else None}  # fmt: skip
+
+        v, t = arrays(val[val["task"] == name]), arrays(test[test["task"] == name])
+        sd_note = ("; right: absolute error against the predicted sd (variance-scaled on "
+                   "validation), the line RMSE per sd bin, on the dashed line where the sd is "
+                   "calibrated" if use_sd else "")  # fmt: skip
+        add("coverage", coverage_figure(v, t, coverage=coverage, title=f"{title} · {name}"),
+            f"Observed test coverage of split-conformal intervals fitted on the validation split "
+            f"at nominal levels 0.5-0.95 ({which}; dotted: the configured {coverage:.0%}){sd_note}.",
+            wide=use_sd)  # fmt: skip
+        return
+    prob_cols = sorted((c for c in pred if c.startswith("p_")), key=lambda c: int(c[2:]))
+    tasks = []
+    for name, t_rows in test.groupby("task", sort=False):
+        v_rows = val[val["task"] == name]
+        if v_rows.empty:
+            continue
+        if task == "multiclass":
+            pv, pt = v_rows[prob_cols].to_numpy(float), t_rows[prob_cols].to_numpy(float)
+        else:
+            pv, pt = v_rows["y_pred"].to_numpy(float), t_rows["y_pred"].to_numpy(float)
+        tasks.append((str(name), v_rows["y_true"].to_numpy(float), pv,
+                      t_rows["y_true"].to_numpy(float), pt))  # fmt: skip
+    if not tasks:
+        return
+    method = settings["probability"] if task != "multiclass" else "temperature"
+    more = f"; the first {MAX_PANELS} of {len(tasks)} tasks" if len(tasks) > MAX_PANELS else ""
+    add("reliability", reliability_figure(tasks, method=method, bins=bins, title=title),
+        f"Reliability on the test split before (raw) and after {method} calibration fitted on "
+        f"the validation split ({which}{more}): observed frequency against the mean predicted "
+        f"probability in {bins} equal-width bins, ECE in the legend.",
+        wide=1 < len(tasks))  # fmt: skip
 
 
 def confusion_figure(y_true, y_pred, classes: Sequence[str], *, title: str):
@@ -625,6 +754,7 @@ def run_model_plots(
         log.info("%s/%s: %s written", dataset, model, name)
 
     _task_plots(add, task, test, title=title, which=which, validate_summary=validate_summary)
+    _uncertainty_plots(add, task, pred, results[seed], title=title, which=which)
 
     clean = read_table(clean_csv)
     inputs = dict(zip(clean["id"], clean["input"], strict=True))
