@@ -362,3 +362,25 @@ def test_uncertainty_plots_from_val_and_test_rows(tmp_path, task, n_tasks, sd, e
     added.clear()
     plots._uncertainty_plots(add, task, pred, {"test": {}}, title="t", which="seed 0")
     assert not added  # no calibrated block (metrics from before calibration): no plot
+
+
+# ------------------------------------------------------------------------------ applicability
+
+
+def test_nearest_similarity_by_hand_and_against_rdkit():
+    from rdkit import Chem, DataStructs
+    from rdkit.Chem import rdFingerprintGenerator
+
+    from biomol_dl.domain import nearest_similarity
+
+    train = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
+    queries = ["CCO", "c1ccccc1N", "CCCCCCCCCC"]
+    got = nearest_similarity(queries, train, "smiles")
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in train]
+    want = [max(DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(Chem.MolFromSmiles(q)),
+                                                   fps)) for q in queries]  # fmt: skip
+    assert got == pytest.approx(want) and got[0] == 1.0 and got[2] < 0.3
+    # 3-mers: ACDE {ACD, CDE} vs ACDF {ACD, CDF}: 1 shared of 3
+    sim = nearest_similarity(["ACDE", "ACDF", "WWWW"], ["ACDF", "KLMN"], "protein")
+    assert sim == pytest.approx([1 / 3, 1.0, 0.0])
