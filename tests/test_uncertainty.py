@@ -384,3 +384,14 @@ def test_nearest_similarity_by_hand_and_against_rdkit():
     # 3-mers: ACDE {ACD, CDE} vs ACDF {ACD, CDF}: 1 shared of 3
     sim = nearest_similarity(["ACDE", "ACDF", "WWWW"], ["ACDF", "KLMN"], "protein")
     assert sim == pytest.approx([1 / 3, 1.0, 0.0])
+
+
+def test_isotonic_with_tied_probabilities_round_trips_through_json():
+    y = np.array([0, 1, 0, 0, 1, 1, 1, 0, 1, 1], float)
+    p = np.array([0.2, 0.2, 0.2, 0.2, 0.6, 0.6, 0.6, 0.6, 0.9, 0.9])
+    cal = U.fit_probability_calibrator(y, p, "isotonic")
+    # each tied value maps to its group's share of positives (already increasing)
+    assert cal.apply(np.array([0.2, 0.6, 0.9])) == pytest.approx([0.25, 0.75, 1.0])
+    again = U.ProbabilityCalibrator.from_dict(json.loads(json.dumps(cal.as_dict())))
+    grid = np.linspace(0, 1, 21)
+    assert np.array_equal(again.apply(grid), cal.apply(grid))

@@ -273,8 +273,17 @@ class ProbabilityCalibrator:
         elif self.method == "platt":
             d.update(a=self.a, b=self.b)
         else:
-            d["knots"] = len(self.x)
+            d.update(x=list(self.x), y=list(self.y))
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbabilityCalibrator:
+        """The calibrator `as_dict` wrote (metrics.json), e.g. for the predict rule."""
+        return cls(
+            method=d["method"], n_fit=int(d["n_fit"]), temperature=float(d.get("temperature", 1.0)),
+            a=float(d.get("a", 1.0)), b=float(d.get("b", 0.0)), x=tuple(d.get("x", ())),
+            y=tuple(d.get("y", ())),
+        )  # fmt: skip
 
 
 def _fit_temperature(nll_of) -> float:
@@ -321,9 +330,16 @@ def fit_probability_calibrator(y_val, p_val, method: str = "temperature") -> Pro
         return ProbabilityCalibrator(method, n, a=float(res.x[0]), b=float(res.x[1]))
     from scipy.optimize import isotonic_regression
 
-    order = np.argsort(p, kind="stable")
-    fitted = isotonic_regression(y[order]).x
-    return ProbabilityCalibrator(method, n, x=tuple(p[order].tolist()), y=tuple(fitted.tolist()))
+    # tied probabilities (a forest's votes) are one point, weighted by how many rows share it
+    x, inverse = np.unique(p, return_inverse=True)
+    weight = np.bincount(inverse).astype(np.float64)
+    fitted = isotonic_regression(np.bincount(inverse, y) / weight, weights=weight).x
+    # Only the ends of each constant block are needed for the same piecewise-linear map.
+    change = np.flatnonzero(np.diff(fitted) != 0)
+    keep = np.unique(np.r_[0, change, change + 1, len(x) - 1])
+    return ProbabilityCalibrator(
+        method, n, x=tuple(x[keep].tolist()), y=tuple(fitted[keep].tolist())
+    )
 
 
 def _binary_nll(y: np.ndarray, logit: np.ndarray) -> float:
