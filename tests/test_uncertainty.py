@@ -395,3 +395,37 @@ def test_isotonic_with_tied_probabilities_round_trips_through_json():
     again = U.ProbabilityCalibrator.from_dict(json.loads(json.dumps(cal.as_dict())))
     grid = np.linspace(0, 1, 21)
     assert np.array_equal(again.apply(grid), cal.apply(grid))
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_predictions_carry_calibrated_columns_and_the_domain(task):
+    from biomol_dl.evaluate import calibrated_test_metrics
+    from biomol_dl.trust import add_trust_columns
+
+    rng = np.random.default_rng(12)
+    blocks = {s: calibrated_test_metrics(_long(task, rng), task, U.Settings()) for s in (0, 1)}
+    inputs = ["CCO", "c1ccccc1N", "CCCCCCCCCC"]
+    frame = pd.DataFrame({"task": "t0", "y_pred": [0.2, 0.5, 0.9]})
+    if task == "multiclass":
+        frame[["p_0", "p_1", "p_2"]] = [[0.7, 0.2, 0.1], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]]
+    elif task == "binary":
+        frame = frame.assign(seed0=[0.1, 0.5, 0.9], seed1=[0.3, 0.5, 0.9])
+    out = add_trust_columns(frame, task=task, inputs=inputs, calibrations=blocks,
+                            train_inputs=["CCO", "c1ccccc1O"], kind="smiles",
+                            classes=["a", "b", "c"])  # fmt: skip
+    assert out["similarity"].iloc[0] == 1.0 and out["in_domain"].tolist() == [True, True, False]
+    if task == "regression":
+        q = np.mean([b["calibrators"]["t0"]["abs_interval"]["q"] for b in blocks.values()])
+        assert np.allclose(out["y_hi"] - out["y_lo"], 2 * q) and (out["y_lo"] < out["y_pred"]).all()
+    elif task == "binary":
+        cal = [U.ProbabilityCalibrator.from_dict(b["calibrators"]["t0"]["probability"])
+               for b in blocks.values()]  # fmt: skip
+        want = (
+            cal[0].apply(frame["seed0"].to_numpy()) + cal[1].apply(frame["seed1"].to_numpy())
+        ) / 2
+        assert out["p_calibrated"].to_numpy() == pytest.approx(want)
+        assert set(out["set"]) <= {"", "0", "1", "0|1"}
+    else:
+        calibrated = out[["p_0_calibrated", "p_1_calibrated", "p_2_calibrated"]].to_numpy()
+        assert np.allclose(calibrated.sum(axis=1), 1) and all(s for s in out["set"])
+        assert set("|".join(out["set"]).split("|")) <= {"a", "b", "c"}
