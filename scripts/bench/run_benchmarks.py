@@ -45,7 +45,7 @@ def snakemake_cmd(
         "/usr/bin/time", "-v", sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
         "--configfile", *[str(CONFIGS / f"{name}.yaml") for name in files],
-        "--cores", "2", *threads, *targets,
+        *threads, "--cores", "2", *targets,
     ]  # fmt: skip
 
 
