@@ -371,7 +371,7 @@ def test_nearest_similarity_by_hand_and_against_rdkit():
     from rdkit import Chem, DataStructs
     from rdkit.Chem import rdFingerprintGenerator
 
-    from biomol_dl.domain import nearest_similarity
+    from biomol_dl.domain import Reference, nearest_similarity
 
     train = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
     queries = ["CCO", "c1ccccc1N", "CCCCCCCCCC"]
@@ -384,6 +384,9 @@ def test_nearest_similarity_by_hand_and_against_rdkit():
     # 3-mers: ACDE {ACD, CDE} vs ACDF {ACD, CDF}: 1 shared of 3
     sim = nearest_similarity(["ACDE", "ACDF", "WWWW"], ["ACDF", "KLMN"], "protein")
     assert sim == pytest.approx([1 / 3, 1.0, 0.0])
+    reference = Reference(["ACDF", "KLMN"], "protein")  # built once, asked block by block
+    assert reference.similarity(["WWWW", "ACDE"]) == pytest.approx([0.0, 1 / 3])
+    assert reference.similarity(["KLMN"]) == pytest.approx([1.0])
 
 
 def test_isotonic_with_tied_probabilities_round_trips_through_json():
@@ -399,6 +402,7 @@ def test_isotonic_with_tied_probabilities_round_trips_through_json():
 
 @pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
 def test_predictions_carry_calibrated_columns_and_the_domain(task):
+    from biomol_dl.domain import Reference
     from biomol_dl.evaluate import calibrated_test_metrics
     from biomol_dl.trust import add_trust_columns
 
@@ -410,9 +414,9 @@ def test_predictions_carry_calibrated_columns_and_the_domain(task):
         frame[["p_0", "p_1", "p_2"]] = [[0.7, 0.2, 0.1], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]]
     elif task == "binary":
         frame = frame.assign(seed0=[0.1, 0.5, 0.9], seed1=[0.3, 0.5, 0.9])
+    reference = Reference(["CCO", "c1ccccc1O"], "smiles")
     out = add_trust_columns(frame, task=task, inputs=inputs, calibrations=blocks,
-                            train_inputs=["CCO", "c1ccccc1O"], kind="smiles",
-                            classes=["a", "b", "c"])  # fmt: skip
+                            reference=reference, classes=["a", "b", "c"])  # fmt: skip
     assert out["similarity"].iloc[0] == 1.0 and out["in_domain"].tolist() == [True, True, False]
     if task == "regression":
         q = np.mean([b["calibrators"]["t0"]["abs_interval"]["q"] for b in blocks.values()])

@@ -71,15 +71,31 @@ def kmer_ids(sequences: Sequence[str], vocabulary: dict[str, int]) -> list[list[
     return out
 
 
+class Reference:
+    """The training inputs, fingerprinted once; `similarity` of any number of query blocks."""
+
+    def __init__(self, inputs: Sequence[str], kind: str):
+        if kind not in THRESHOLD:
+            raise ValueError(f"unknown input kind {kind!r}: smiles or protein")
+        self.kind, self.threshold = kind, THRESHOLD[kind]
+        self.vocabulary: dict[str, int] = {}
+        if kind == "smiles":
+            self.matrix = _binary_matrix(morgan_bits(inputs), N_BITS)
+        else:
+            rows = kmer_ids(inputs, self.vocabulary)
+            self.matrix = _binary_matrix(rows, len(self.vocabulary))
+
+    def similarity(self, queries: Sequence[str]) -> np.ndarray:
+        """[len(queries)] similarity of each query to its nearest training input."""
+        if self.kind == "smiles":
+            return _nearest_jaccard(_binary_matrix(morgan_bits(queries), N_BITS), self.matrix)
+        vocabulary = dict(self.vocabulary)  # k-mers unseen in training: columns of their own
+        q = _binary_matrix(kmer_ids(queries, vocabulary), len(vocabulary))
+        ref = self.matrix.copy()
+        ref.resize((ref.shape[0], len(vocabulary)))  # zero columns for the unseen k-mers
+        return _nearest_jaccard(q, ref)
+
+
 def nearest_similarity(queries: Sequence[str], reference: Sequence[str], kind: str) -> np.ndarray:
     """[len(queries)] similarity of each query to its nearest reference (training) input."""
-    if kind == "smiles":
-        q, r = morgan_bits(queries), morgan_bits(reference)
-        return _nearest_jaccard(_binary_matrix(q, N_BITS), _binary_matrix(r, N_BITS))
-    if kind == "protein":
-        vocabulary: dict[str, int] = {}
-        r = kmer_ids(reference, vocabulary)
-        q = kmer_ids(queries, vocabulary)  # k-mers no training sequence has: columns of their own
-        n = len(vocabulary)
-        return _nearest_jaccard(_binary_matrix(q, n), _binary_matrix(r, n))
-    raise ValueError(f"unknown input kind {kind!r}: smiles or protein")
+    return Reference(reference, kind).similarity(queries)

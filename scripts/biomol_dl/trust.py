@@ -70,12 +70,12 @@ def add_trust_columns(
     task: str,
     inputs: Sequence[str],
     calibrations: Mapping[int, Mapping],
-    train_inputs: Sequence[str],
-    kind: str,
+    reference: domain.Reference,
     classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """`frame` (biomol_dl.predict.combine's output: task, y_pred, seed<N> or p_<k>, in input
-    order within each task block) with the columns above; inputs: the inputs of one block."""
+    order within each task block) with the columns above; inputs: the inputs of one block;
+    reference: the training inputs (domain.Reference, built once for all chunks)."""
     out = frame.copy()
     seeds = sorted(calibrations)
     n_inputs = len(inputs)
@@ -116,10 +116,10 @@ def add_trust_columns(
         out["set"] = ["|".join(names[k] for k in np.flatnonzero(row >= 1 - q)) for row in probs]
     else:
         raise ValueError(f"unknown task {task!r}")
-    similarity = domain.nearest_similarity(list(inputs), list(train_inputs), kind)
+    similarity = reference.similarity(list(inputs))
     n_tasks = len(out) // n_inputs if n_inputs else 0
     out["similarity"] = np.tile(similarity, n_tasks)
-    out["in_domain"] = out["similarity"] >= domain.THRESHOLD[kind]
+    out["in_domain"] = out["similarity"] >= reference.threshold
     return out
 
 
