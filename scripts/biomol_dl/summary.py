@@ -3,7 +3,8 @@
 `summary.csv` (dataset, model, seed, split, metric, value) is what the report and any notebook
 start from; `summary_wide.csv` is the at-a-glance view: one row per dataset x model x split, each
 metric as mean and sd across seeds, models ordered by the dataset's primary metric on the
-validation split (as the report chooses models).
+validation split (as the report chooses models). The `test_calibrated` "split" holds the
+uncertainty metrics on test after calibration fitted on validation (biomol_dl.evaluate).
 """
 
 from __future__ import annotations
