@@ -22,25 +22,37 @@ predictions.csv has one row per valid input row and label column (task):
 
 Each seed's model file is read by its family's `predict` (biomol_dl.models): torch families go
 through biomol_dl.train_job.predict_inputs, the random forest reads its own model file.
+
+Large inputs run in chunks of `chunk_rows` rows (CHUNK_ROWS): each chunk is validated, featurized,
+predicted by every seed and appended to predictions.csv / rejects.csv, so what featurization and
+the models hold does not grow with the input (the file itself is read whole, by
+biomol_dl.io.read_raw_table). The files are the same as from one pass: rows, ids (row<N> counts
+from the file's first row) and summary.json (counts, reasons, input_stats) are those of the whole
+file, and a multitask file keeps its task-major order. An input whose ids repeat (the validate
+rule renames them `<id>_row<N>` against every other id) is validated in one pass.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biomol_dl.io import DataError, read_raw_table
+from biomol_dl.io import LINES_ATTR, DataError, read_raw_table
 from biomol_dl.logutil import get
 from biomol_dl.metrics import BINARY_TASKS
 
 log = get(__name__)
 
 _NO_LABEL = "__biomol_dl_no_label__"
+CHUNK_ROWS = 20_000  # input rows validated, featurized and predicted at a time
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".fasta": "fasta", ".fa": "fasta"}
 
 
@@ -171,12 +183,14 @@ def run_predict(
     out_summary: str | Path,
     input_format_name: str | None = None,
     threads: int = 1,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> dict[str, Any]:
-    """The predict rule: validate, featurize, predict with every seed, write the three files.
+    """The predict rule: validate, featurize, predict with every seed, write the three files,
+    `chunk_rows` input rows at a time.
 
     model_files: {seed: the family's model file}. validate_summary: the dataset's validate
-    summary.json, for multiclass class names (None: class indices only). Raises DataError when no input row is valid (rejects.csv and
-    summary.json are written first, to show why).
+    summary.json, for multiclass class names (None: class indices only). Raises DataError when
+    no input row is valid (rejects.csv and summary.json are written first, to show why).
     """
     classes = None
     if validate_summary is not None:
@@ -184,17 +198,36 @@ def run_predict(
     fmt = input_format(input_path, input_format_name)
     required = [input_column] + ([id_column] if id_column else [])
     table = read_raw_table(input_path, fmt, required=required)
-    clean, rejects, summary = validate_inputs(
-        table,
-        kind=kind,
-        validation=validation,
-        input_column=input_column,
-        id_column=id_column,
-        source_name=str(input_path),
-    )
+    lines = table.attrs.get(LINES_ATTR)
+    table = table[list(dict.fromkeys(required))]  # only what validation reads
+    table.attrs[LINES_ATTR] = lines
     for path in (out_predictions, out_rejects, out_summary):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    rejects.to_csv(out_rejects, index=False)
+    n_classes = len(classes) if classes else None
+    writer = _PredictionWriter(out_predictions)
+    chunks = _ValidatedChunks(
+        table, kind=kind, validation=validation, input_column=input_column,
+        id_column=id_column, source_name=str(input_path), chunk_rows=chunk_rows,
+    )  # fmt: skip
+    start, done, header = time.perf_counter(), 0, True
+    try:
+        for clean, rejects, n_rows in chunks:
+            rejects.to_csv(out_rejects, index=False, header=header, mode="w" if header else "a")
+            header = False
+            done += n_rows
+            if not clean.empty:
+                writer.write(_predict_chunk(clean, family, model_files, task, classes, n_classes,
+                                            threads))  # fmt: skip
+            if n_rows < len(table):
+                seconds = time.perf_counter() - start
+                log.info(
+                    "%d/%d rows validated and predicted (%.0f rows/s)",
+                    done, len(table), done / max(seconds, 1e-9),
+                )  # fmt: skip
+        summary = chunks.summary
+    except BaseException:
+        writer.discard()
+        raise
     summary.update(
         input=str(input_path), family=family, task=task, seeds=sorted(int(s) for s in model_files)
     )
@@ -204,13 +237,19 @@ def run_predict(
         "%s: %d rows, %d valid, %d rejected", input_path, summary["rows_in"], summary["kept"],
         summary["rejected"],
     )  # fmt: skip
-    if clean.empty:
+    if summary["kept"] == 0:
+        writer.discard()
         reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
         raise DataError(f"{input_path}: no valid input rows ({reasons}); see {out_rejects}")
+    n_out = writer.close()
+    log.info("wrote %s (%d rows, %d model(s))", out_predictions, n_out, len(model_files))
+    return summary
 
+
+def _predict_chunk(clean, family, model_files, task, classes, n_classes, threads) -> pd.DataFrame:
+    """predictions.csv rows (task-major) for one chunk of valid inputs, every seed combined."""
     inputs = clean["input"].tolist()
     per_seed = {}
-    n_classes = len(classes) if classes else None
     for seed, path in sorted(model_files.items()):
         frame = predict_one(family, path, inputs, n_classes=n_classes, threads=threads)
         if len(frame) % len(inputs):
@@ -226,7 +265,141 @@ def run_predict(
             "input": np.tile(clean["input"].to_numpy(dtype=object), n_tasks),
         }
     )
-    out = pd.concat([head, combined.reset_index(drop=True)], axis=1)
-    out.to_csv(out_predictions, index=False)
-    log.info("wrote %s (%d rows, %d model(s))", out_predictions, len(out), len(per_seed))
-    return summary
+    return pd.concat([head, combined.reset_index(drop=True)], axis=1)
+
+
+class _PredictionWriter:
+    """Appends chunks of predictions.csv rows, one part file per task, joined in task order at
+    `close` (so a multitask file is task-major, as from one pass)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.parts: dict[str, Path] = {}
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        for name, rows in frame.groupby("task", sort=False):
+            part = self.parts.get(name)
+            first = part is None
+            if first:
+                part = self.path.with_name(f".{self.path.name}.part{len(self.parts)}")
+                self.parts[name] = part
+            header = first and len(self.parts) == 1  # the joined file has one header line
+            rows.to_csv(part, index=False, header=header, mode="w" if first else "a")
+            self.rows += len(rows)
+
+    def close(self) -> int:
+        parts = list(self.parts.values())
+        if len(parts) == 1:
+            os.replace(parts[0], self.path)
+        else:
+            tmp = self.path.with_name(f".{self.path.name}.joined")
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as src:
+                        while block := src.read(1 << 20):
+                            out.write(block)
+            os.replace(tmp, self.path)
+            for part in parts:
+                part.unlink()
+        return self.rows
+
+    def discard(self) -> None:
+        for part in self.parts.values():
+            part.unlink(missing_ok=True)
+        self.parts = {}
+
+
+class _ValidatedChunks:
+    """Iterate (clean, rejects, n_rows) over chunks of a raw table, rows and ids numbered as in
+    the whole file; `.summary` afterwards is validate_inputs' summary of the whole table."""
+
+    def __init__(self, table, *, kind, validation, input_column, id_column, source_name,
+                 chunk_rows):  # fmt: skip
+        self.table, self.kind, self.validation = table, kind, validation
+        self.input_column, self.id_column, self.source_name = input_column, id_column, source_name
+        n = len(table)
+        self.step = max(1, int(chunk_rows))
+        self.filled = 0
+        if n > self.step and id_column:
+            # ids the validator would fill (row<N>) or rename (repeats) depend on the whole file
+            raw = table[id_column].astype(str).str.strip()
+            empty = raw == ""
+            ids = raw.where(
+                ~empty, "row" + pd.Series(np.arange(1, n + 1), index=raw.index).astype(str)
+            )
+            if ids.duplicated().any():
+                log.info("%s: repeated ids; validating all %d rows in one pass", source_name, n)
+                self.step = n
+            else:
+                self.filled = int(empty.sum())
+                self.table = table.copy()
+                self.table[id_column] = ids
+                self.table.attrs[LINES_ATTR] = table.attrs.get(LINES_ATTR)
+        self.summary: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:
+        table, n = self.table, len(self.table)
+        lines = table.attrs.get(LINES_ATTR)
+        if self.step >= n:
+            clean, rejects, self.summary = validate_inputs(
+                table, kind=self.kind, validation=self.validation,
+                input_column=self.input_column, id_column=self.id_column,
+                source_name=self.source_name,
+            )  # fmt: skip
+            yield clean, rejects, n
+            return
+        counts: Counter[str] = Counter()
+        by_reason: Counter[str] = Counter()
+        sizes: list[np.ndarray] = []
+        kept = rejected = 0
+        size_key = "heavy_atoms" if self.kind == "smiles" else "length"
+        for lo in range(0, n, self.step):
+            hi = min(n, lo + self.step)
+            part = table.iloc[lo:hi].copy()
+            part.attrs[LINES_ATTR] = lines[lo:hi] if lines is not None else None
+            clean, rejects, summary = validate_inputs(
+                part, kind=self.kind, validation=self.validation,
+                input_column=self.input_column, id_column=self.id_column,
+                source_name=self.source_name,
+            )  # fmt: skip
+            clean = clean.assign(row=clean["row"] + lo)
+            rejects = rejects.assign(row=rejects["row"] + lo)
+            if not self.id_column:  # row<N> of the whole file
+                clean["id"] = "row" + clean["row"].astype(str)
+                rejects["id"] = "row" + rejects["row"].astype(str)
+            kept, rejected = kept + summary["kept"], rejected + summary["rejected"]
+            by_reason.update(summary["by_reason"])
+            stats = dict(summary["input_stats"])
+            stats.pop(size_key, None)
+            counts.update(stats)
+            sizes.append(_input_sizes(clean["input"], self.kind))
+            yield clean, rejects, hi - lo
+        self.summary = {
+            "rows_in": n, "kept": kept, "rejected": rejected,
+            "by_reason": dict(sorted(by_reason.items())),
+            "input_stats": {size_key: _spread(np.concatenate(sizes)), **counts},
+            "ids": {"filled_from_row": self.filled, "renamed": 0, "renamed_examples": []},
+        }  # fmt: skip
+
+
+def _input_sizes(inputs: pd.Series, kind: str) -> np.ndarray:
+    """What validation's input_stats summarise, per valid input: heavy atoms or length."""
+    if kind != "smiles":
+        return inputs.str.len().to_numpy(dtype=np.int64)
+    from rdkit import Chem
+
+    # the validated SMILES parse; heavy atoms do not depend on sanitization
+    return np.array(
+        [Chem.MolFromSmiles(s, sanitize=False).GetNumHeavyAtoms() for s in inputs], dtype=np.int64
+    )
+
+
+def _spread(values: np.ndarray) -> dict[str, Any] | None:
+    """min / median / max as biomol_dl.validate reports them (statistics.median's types)."""
+    if not len(values):
+        return None
+    ordered = np.sort(values)
+    n, mid = len(ordered), len(ordered) // 2
+    median = int(ordered[mid]) if n % 2 else (int(ordered[mid - 1]) + int(ordered[mid])) / 2
+    return {"min": int(ordered[0]), "median": median, "max": int(ordered[-1])}
