@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -203,61 +204,80 @@ def run_predict(
     table.attrs[LINES_ATTR] = lines
     for path in (out_predictions, out_rejects, out_summary):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    n_classes = len(classes) if classes else None
-    writer = _PredictionWriter(out_predictions)
     chunks = _ValidatedChunks(
         table, kind=kind, validation=validation, input_column=input_column,
         id_column=id_column, source_name=str(input_path), chunk_rows=chunk_rows,
     )  # fmt: skip
-    start, done, header = time.perf_counter(), 0, True
+    staging = Path(out_predictions).with_name(f".{Path(out_predictions).name}.chunks")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    writer = _PredictionWriter(out_predictions)
     try:
-        for clean, rejects, n_rows in chunks:
+        # 1. validation, chunk by chunk: rejects appended, valid rows staged
+        parts, header = [], True
+        done = 0
+        for k, (clean, rejects, n_rows) in enumerate(chunks):
             rejects.to_csv(out_rejects, index=False, header=header, mode="w" if header else "a")
-            header = False
-            done += n_rows
-            if not clean.empty:
-                writer.write(_predict_chunk(clean, family, model_files, task, classes, n_classes,
-                                            threads))  # fmt: skip
+            header, done = False, done + n_rows
             if n_rows < len(table):
-                seconds = time.perf_counter() - start
-                log.info(
-                    "%d/%d rows validated and predicted (%.0f rows/s)",
-                    done, len(table), done / max(seconds, 1e-9),
-                )  # fmt: skip
+                log.info("%d/%d input rows validated", done, len(table))
+            if not clean.empty:
+                clean.to_pickle(staging / f"clean{k}.pkl")
+                parts.append(k)
         summary = chunks.summary
+        summary.update(input=str(input_path), family=family, task=task,
+                       seeds=sorted(int(s) for s in model_files))  # fmt: skip
+        summary["models"] = {str(s): str(p) for s, p in sorted(model_files.items())}
+        Path(out_summary).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        log.info(
+            "%s: %d rows, %d valid, %d rejected", input_path, summary["rows_in"],
+            summary["kept"], summary["rejected"],
+        )  # fmt: skip
+        if summary["kept"] == 0:
+            reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
+            raise DataError(f"{input_path}: no valid input rows ({reasons}); see {out_rejects}")
+        # 2. each seed over every chunk, so a model that is slow to load is loaded once
+        n_classes = len(classes) if classes else None
+        for seed, path in sorted(model_files.items()):
+            _predict_seed(staging, parts, family, int(seed), path, n_classes, threads,
+                          summary["kept"])  # fmt: skip
+        # 3. the ensemble, chunk by chunk, appended to predictions.csv
+        for k in parts:
+            writer.write(_combined_chunk(staging, k, model_files, task, classes))
+        n_out = writer.close()
     except BaseException:
         writer.discard()
         raise
-    summary.update(
-        input=str(input_path), family=family, task=task, seeds=sorted(int(s) for s in model_files)
-    )
-    summary["models"] = {str(s): str(p) for s, p in sorted(model_files.items())}
-    Path(out_summary).write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    log.info(
-        "%s: %d rows, %d valid, %d rejected", input_path, summary["rows_in"], summary["kept"],
-        summary["rejected"],
-    )  # fmt: skip
-    if summary["kept"] == 0:
-        writer.discard()
-        reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
-        raise DataError(f"{input_path}: no valid input rows ({reasons}); see {out_rejects}")
-    n_out = writer.close()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %s (%d rows, %d model(s))", out_predictions, n_out, len(model_files))
     return summary
 
 
-def _predict_chunk(clean, family, model_files, task, classes, n_classes, threads) -> pd.DataFrame:
-    """predictions.csv rows (task-major) for one chunk of valid inputs, every seed combined."""
-    inputs = clean["input"].tolist()
-    per_seed = {}
-    for seed, path in sorted(model_files.items()):
+def _predict_seed(staging, parts, family, seed, path, n_classes, threads, n_valid) -> None:
+    """One seed's long-format predictions of every staged chunk, staged beside it."""
+    start, done = time.perf_counter(), 0
+    for k in parts:
+        inputs = pd.read_pickle(staging / f"clean{k}.pkl")["input"].tolist()
         frame = predict_one(family, path, inputs, n_classes=n_classes, threads=threads)
         if len(frame) % len(inputs):
             raise ValueError(f"{path}: {len(frame)} predictions for {len(inputs)} inputs")
-        per_seed[int(seed)] = frame
-        log.info("seed %s: %d predictions from %s", seed, len(frame), path)
+        frame.drop(columns="input").to_pickle(staging / f"seed{seed}_{k}.pkl")
+        done += len(inputs)
+        if len(parts) > 1:
+            log.info(
+                "seed %s: %d/%d inputs predicted (%.0f/s)",
+                seed, done, n_valid, done / max(time.perf_counter() - start, 1e-9),
+            )  # fmt: skip
+    log.info("seed %s: %d inputs predicted with %s", seed, done, path)
+
+
+def _combined_chunk(staging, k, model_files, task, classes) -> pd.DataFrame:
+    """predictions.csv rows (task-major) of one staged chunk, every seed combined."""
+    clean = pd.read_pickle(staging / f"clean{k}.pkl")
+    per_seed = {int(s): pd.read_pickle(staging / f"seed{int(s)}_{k}.pkl") for s in model_files}
     combined = combine(per_seed, task, classes)
-    n_tasks = len(combined) // len(inputs)
+    n_tasks = len(combined) // len(clean)
     head = pd.DataFrame(
         {
             "id": np.tile(clean["id"].to_numpy(dtype=object), n_tasks),

@@ -257,8 +257,26 @@ def _predict_columns(forest, X, task: str, n_classes: int | None):
     return forest.predict_proba(X)[:, classes.index(1)][:, None]
 
 
+_LAST_LOADED: dict[tuple, dict] = {}  # the last model file read: predict reads it chunk by chunk
+
+
 def load_rf(path: str | Path) -> dict:
-    """The dict run_rf saved with skops; refuses types outside scikit-learn and numpy."""
+    """The dict run_rf saved with skops; refuses types outside scikit-learn and numpy.
+
+    The last file read is kept (keyed by path, size and modification time), so predicting a large
+    input chunk by chunk reads a forest once, and only one forest is held at a time.
+    """
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _LAST_LOADED:
+        return _LAST_LOADED[key]
+    _LAST_LOADED.clear()
+    bundle = _read_rf(path)
+    _LAST_LOADED[key] = bundle
+    return bundle
+
+
+def _read_rf(path: str | Path) -> dict:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=str(path))
