@@ -21,7 +21,8 @@ run       one fresh process per (family, N): `nice /usr/bin/time -v python predi
           prediction in chunks, writing predictions.csv, rejects.csv, summary.json) with one
           thread. Prints and appends to <workdir>/predict_scale.jsonl one JSON object per run:
           wall seconds, molecules/s, max RSS (MB, /usr/bin/time's "Maximum resident set size"),
-          rows predicted and rejected.
+          rows predicted and rejected. `--chunk-rows 0` calls run_predict without the argument,
+          for a checkout from before chunked prediction (PYTHONPATH=<that checkout>/scripts).
 """
 
 from __future__ import annotations
@@ -151,17 +152,19 @@ def worker(workdir: Path, family: str, rows: int, chunk_rows: int) -> None:
     from biomol_dl.models import get_family
     from biomol_dl.predict import run_predict
 
-    out = workdir / "predict" / f"{family}_{rows}"
+    out = workdir / "predict" / f"{family}_{rows}_chunk{chunk_rows}"
     logutil.configure(out / "predict.log")
     model_dir = workdir / "models" / family
     model_file = model_dir / get_family(MODELS[family]["family"]).model_file
+    # chunk_rows 0: run_predict's own default (and the only choice before it had chunks)
+    chunking = {"chunk_rows": chunk_rows} if chunk_rows > 0 else {}
     start = time.perf_counter()
     summary = run_predict(
         input_path=workdir / f"library_{rows}.csv", input_column="smiles", id_column="id",
         kind="smiles", validation={}, task="regression", validate_summary=None,
         family=MODELS[family]["family"], model_files={0: model_file},
         out_predictions=out / "predictions.csv", out_rejects=out / "rejects.csv",
-        out_summary=out / "summary.json", threads=1, chunk_rows=chunk_rows,
+        out_summary=out / "summary.json", threads=1, **chunking,
     )  # fmt: skip
     print(json.dumps({"kept": summary["kept"], "rejected": summary["rejected"],
                       "seconds_in_process": time.perf_counter() - start}))  # fmt: skip

@@ -343,18 +343,15 @@ class _ValidatedChunks:
         self.filled = 0
         if n > self.step and id_column:
             # ids the validator would fill (row<N>) or rename (repeats) depend on the whole file
-            raw = table[id_column].astype(str).str.strip()
-            empty = raw == ""
-            ids = raw.where(
-                ~empty, "row" + pd.Series(np.arange(1, n + 1), index=raw.index).astype(str)
-            )
-            if ids.duplicated().any():
+            ids = table[id_column].astype(str).str.strip().to_numpy(dtype=object)
+            empty = np.flatnonzero(ids == "")
+            ids[empty] = [f"row{i + 1}" for i in empty]
+            if _repeats(ids):
                 log.info("%s: repeated ids; validating all %d rows in one pass", source_name, n)
                 self.step = n
             else:
-                self.filled = int(empty.sum())
-                self.table = table.copy()
-                self.table[id_column] = ids
+                self.filled = len(empty)
+                self.table = table.assign(**{id_column: ids})
                 self.table.attrs[LINES_ATTR] = table.attrs.get(LINES_ATTR)
         self.summary: dict[str, Any] | None = None
 
@@ -401,6 +398,14 @@ class _ValidatedChunks:
             "input_stats": {size_key: _spread(np.concatenate(sizes)), **counts},
             "ids": {"filled_from_row": self.filled, "renamed": 0, "renamed_examples": []},
         }  # fmt: skip
+
+
+def _repeats(values: np.ndarray) -> bool:
+    """Whether any string occurs twice: 64-bit hashes first (8 bytes a row), the strings only
+    where two hashes agree."""
+    hashes = pd.Series(pd.util.hash_array(values))
+    candidates = hashes.duplicated(keep=False).to_numpy()
+    return bool(candidates.any() and pd.Series(values[candidates]).duplicated().any())
 
 
 def _input_sizes(inputs: pd.Series, kind: str) -> np.ndarray:
