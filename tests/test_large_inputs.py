@@ -56,6 +56,11 @@ def test_the_mlp_sees_a_packed_cache_as_the_dense_one():
     torch.testing.assert_close(batches[0], batches[1], rtol=0, atol=0)
     stub = feature_meta({**packed, "ids": list(SMILES)}, 12)
     assert stub["X_bits"].shape == (0, 8) and mlp.build_model(stub, 1, {}).net[0].in_features == 64
+    # a model saved from a dense cache (feature_meta "X" [0, 64]) predicts packed inputs alike
+    old = mlp.build_model({"X": torch.zeros(0, 64)}, 1, {"hidden": [8]}).eval()
+    ds = mlp.build_datasets(packed, y, {})
+    with torch.no_grad():
+        torch.testing.assert_close(old(ds.__getitems__(list(range(12)))), old({"x": dense["X"]}))
 
 
 def test_the_forest_grows_in_logged_steps_into_the_forest_of_one_fit(caplog):
