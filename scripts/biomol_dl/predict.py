@@ -54,7 +54,6 @@ log = get(__name__)
 
 _NO_LABEL = "__biomol_dl_no_label__"
 CHUNK_ROWS = 20_000  # input rows validated, featurized and predicted at a time
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".fasta": "fasta", ".fa": "fasta"}
 
 
 # ------------------------------------------------------------------------------ validation
@@ -157,15 +156,11 @@ def combine(
 
 
 def input_format(path: str | Path, given: str | None = None) -> str:
-    if given:
-        return given
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise DataError(
-            f"{path}: cannot tell the format from {suffix or 'no extension'!r}; set `format` "
-            f"(csv, tsv or fasta) in the predict entry"
-        )
-    return FORMATS[suffix]
+    """The input file's format: `given`, else as a dataset source's is found (io.detect_format:
+    its name, a compression extension skipped, else its content), so `new.sdf.gz` works."""
+    from biomol_dl.io import detect_format
+
+    return given or detect_format(path)
 
 
 def run_predict(
