@@ -74,9 +74,10 @@ def test_missing_column_and_unknown_format_fail_in_one_line(tmp_path):
             validation={}, task="regression", validate_summary=None, family="rf",
             model_files={0: "unused"}, **outputs(tmp_path),
         )  # fmt: skip
-    with pytest.raises(DataError, match="set `format`"):
+    with pytest.raises(DataError, match="unsupported format 'xlsx'"):
         input_format(tmp_path / "new.xlsx")
     assert input_format(tmp_path / "x.fasta") == "fasta" and input_format("x.txt", "tsv") == "tsv"
+    assert input_format(tmp_path / "new.sdf.gz") == "sdf"  # as a dataset source's: by name
 
 
 # ----------------------------------------------------------------------------- ensembles

@@ -23,14 +23,13 @@ def run_featurize(clean_csv: str | Path, spec: dict, out_pt: str | Path, threads
     features["ids"] = clean["id"].tolist()
     features["spec"] = dict(spec)
     torch.save(features, out_pt)
-    stats = {"n": len(clean), "seconds": seconds, "per_second": len(clean) / max(seconds, 1e-9)}
+    size = Path(out_pt).stat().st_size
+    stats = {"n": len(clean), "seconds": seconds, "per_second": len(clean) / max(seconds, 1e-9),
+             "cache_mb": size / 1e6}  # fmt: skip
     log.info(
-        "%d inputs featurized in %.1f s (%.0f/s) -> %s",
-        len(clean),
-        seconds,
-        stats["per_second"],
-        out_pt,
-    )
+        "%d inputs featurized in %.1f s (%.0f/s) -> %s (%.1f MB)",
+        len(clean), seconds, stats["per_second"], out_pt, size / 1e6,
+    )  # fmt: skip
     return {
         **stats,
         **{k: v for k, v in features.items() if k.startswith("n_") and isinstance(v, int)},

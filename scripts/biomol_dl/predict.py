@@ -22,26 +22,38 @@ predictions.csv has one row per valid input row and label column (task):
 
 Each seed's model file is read by its family's `predict` (biomol_dl.models): torch families go
 through biomol_dl.train_job.predict_inputs, the random forest reads its own model file.
+
+Large inputs run in chunks of `chunk_rows` rows (CHUNK_ROWS): each chunk is validated, featurized,
+predicted by every seed and appended to predictions.csv / rejects.csv, so what featurization and
+the models hold does not grow with the input (the file itself is read whole, by
+biomol_dl.io.read_raw_table). The files are the same as from one pass: rows, ids (row<N> counts
+from the file's first row) and summary.json (counts, reasons, input_stats) are those of the whole
+file, and a multitask file keeps its task-major order. An input whose ids repeat (the validate
+rule renames them `<id>_row<N>` against every other id) is validated in one pass.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biomol_dl.io import DataError, read_raw_table
+from biomol_dl.io import LINES_ATTR, DataError, read_raw_table
 from biomol_dl.logutil import get
 from biomol_dl.metrics import BINARY_TASKS
 
 log = get(__name__)
 
 _NO_LABEL = "__biomol_dl_no_label__"
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".fasta": "fasta", ".fa": "fasta"}
+CHUNK_ROWS = 20_000  # input rows validated, featurized and predicted at a time
 
 
 # ------------------------------------------------------------------------------ validation
@@ -144,15 +156,11 @@ def combine(
 
 
 def input_format(path: str | Path, given: str | None = None) -> str:
-    if given:
-        return given
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise DataError(
-            f"{path}: cannot tell the format from {suffix or 'no extension'!r}; set `format` "
-            f"(csv, tsv or fasta) in the predict entry"
-        )
-    return FORMATS[suffix]
+    """The input file's format: `given`, else as a dataset source's is found (io.detect_format:
+    its name, a compression extension skipped, else its content), so `new.sdf.gz` works."""
+    from biomol_dl.io import detect_format
+
+    return given or detect_format(path)
 
 
 def run_predict(
@@ -171,12 +179,14 @@ def run_predict(
     out_summary: str | Path,
     input_format_name: str | None = None,
     threads: int = 1,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> dict[str, Any]:
-    """The predict rule: validate, featurize, predict with every seed, write the three files.
+    """The predict rule: validate, featurize, predict with every seed, write the three files,
+    `chunk_rows` input rows at a time.
 
     model_files: {seed: the family's model file}. validate_summary: the dataset's validate
-    summary.json, for multiclass class names (None: class indices only). Raises DataError when no input row is valid (rejects.csv and
-    summary.json are written first, to show why).
+    summary.json, for multiclass class names (None: class indices only). Raises DataError when
+    no input row is valid (rejects.csv and summary.json are written first, to show why).
     """
     classes = None
     if validate_summary is not None:
@@ -184,41 +194,85 @@ def run_predict(
     fmt = input_format(input_path, input_format_name)
     required = [input_column] + ([id_column] if id_column else [])
     table = read_raw_table(input_path, fmt, required=required)
-    clean, rejects, summary = validate_inputs(
-        table,
-        kind=kind,
-        validation=validation,
-        input_column=input_column,
-        id_column=id_column,
-        source_name=str(input_path),
-    )
+    lines = table.attrs.get(LINES_ATTR)
+    table = table[list(dict.fromkeys(required))]  # only what validation reads
+    table.attrs[LINES_ATTR] = lines
     for path in (out_predictions, out_rejects, out_summary):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    rejects.to_csv(out_rejects, index=False)
-    summary.update(
-        input=str(input_path), family=family, task=task, seeds=sorted(int(s) for s in model_files)
-    )
-    summary["models"] = {str(s): str(p) for s, p in sorted(model_files.items())}
-    Path(out_summary).write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    log.info(
-        "%s: %d rows, %d valid, %d rejected", input_path, summary["rows_in"], summary["kept"],
-        summary["rejected"],
+    chunks = _ValidatedChunks(
+        table, kind=kind, validation=validation, input_column=input_column,
+        id_column=id_column, source_name=str(input_path), chunk_rows=chunk_rows,
     )  # fmt: skip
-    if clean.empty:
-        reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
-        raise DataError(f"{input_path}: no valid input rows ({reasons}); see {out_rejects}")
+    staging = Path(out_predictions).with_name(f".{Path(out_predictions).name}.chunks")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    writer = _PredictionWriter(out_predictions)
+    try:
+        # 1. validation, chunk by chunk: rejects appended, valid rows staged
+        parts, header = [], True
+        done = 0
+        for k, (clean, rejects, n_rows) in enumerate(chunks):
+            rejects.to_csv(out_rejects, index=False, header=header, mode="w" if header else "a")
+            header, done = False, done + n_rows
+            if n_rows < len(table):
+                log.info("%d/%d input rows validated", done, len(table))
+            if not clean.empty:
+                clean.to_pickle(staging / f"clean{k}.pkl")
+                parts.append(k)
+        summary = chunks.summary
+        summary.update(input=str(input_path), family=family, task=task,
+                       seeds=sorted(int(s) for s in model_files))  # fmt: skip
+        summary["models"] = {str(s): str(p) for s, p in sorted(model_files.items())}
+        Path(out_summary).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        log.info(
+            "%s: %d rows, %d valid, %d rejected", input_path, summary["rows_in"],
+            summary["kept"], summary["rejected"],
+        )  # fmt: skip
+        if summary["kept"] == 0:
+            reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
+            raise DataError(f"{input_path}: no valid input rows ({reasons}); see {out_rejects}")
+        # 2. each seed over every chunk, so a model that is slow to load is loaded once
+        n_classes = len(classes) if classes else None
+        for seed, path in sorted(model_files.items()):
+            _predict_seed(staging, parts, family, int(seed), path, n_classes, threads,
+                          summary["kept"])  # fmt: skip
+        # 3. the ensemble, chunk by chunk, appended to predictions.csv
+        for k in parts:
+            writer.write(_combined_chunk(staging, k, model_files, task, classes))
+        n_out = writer.close()
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %s (%d rows, %d model(s))", out_predictions, n_out, len(model_files))
+    return summary
 
-    inputs = clean["input"].tolist()
-    per_seed = {}
-    n_classes = len(classes) if classes else None
-    for seed, path in sorted(model_files.items()):
+
+def _predict_seed(staging, parts, family, seed, path, n_classes, threads, n_valid) -> None:
+    """One seed's long-format predictions of every staged chunk, staged beside it."""
+    start, done = time.perf_counter(), 0
+    for k in parts:
+        inputs = pd.read_pickle(staging / f"clean{k}.pkl")["input"].tolist()
         frame = predict_one(family, path, inputs, n_classes=n_classes, threads=threads)
         if len(frame) % len(inputs):
             raise ValueError(f"{path}: {len(frame)} predictions for {len(inputs)} inputs")
-        per_seed[int(seed)] = frame
-        log.info("seed %s: %d predictions from %s", seed, len(frame), path)
+        frame.drop(columns="input").to_pickle(staging / f"seed{seed}_{k}.pkl")
+        done += len(inputs)
+        if len(parts) > 1:
+            log.info(
+                "seed %s: %d/%d inputs predicted (%.0f/s)",
+                seed, done, n_valid, done / max(time.perf_counter() - start, 1e-9),
+            )  # fmt: skip
+    log.info("seed %s: %d inputs predicted with %s", seed, done, path)
+
+
+def _combined_chunk(staging, k, model_files, task, classes) -> pd.DataFrame:
+    """predictions.csv rows (task-major) of one staged chunk, every seed combined."""
+    clean = pd.read_pickle(staging / f"clean{k}.pkl")
+    per_seed = {int(s): pd.read_pickle(staging / f"seed{int(s)}_{k}.pkl") for s in model_files}
     combined = combine(per_seed, task, classes)
-    n_tasks = len(combined) // len(inputs)
+    n_tasks = len(combined) // len(clean)
     head = pd.DataFrame(
         {
             "id": np.tile(clean["id"].to_numpy(dtype=object), n_tasks),
@@ -226,7 +280,146 @@ def run_predict(
             "input": np.tile(clean["input"].to_numpy(dtype=object), n_tasks),
         }
     )
-    out = pd.concat([head, combined.reset_index(drop=True)], axis=1)
-    out.to_csv(out_predictions, index=False)
-    log.info("wrote %s (%d rows, %d model(s))", out_predictions, len(out), len(per_seed))
-    return summary
+    return pd.concat([head, combined.reset_index(drop=True)], axis=1)
+
+
+class _PredictionWriter:
+    """Appends chunks of predictions.csv rows, one part file per task, joined in task order at
+    `close` (so a multitask file is task-major, as from one pass)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.parts: dict[str, Path] = {}
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        for name, rows in frame.groupby("task", sort=False):
+            part = self.parts.get(name)
+            first = part is None
+            if first:
+                part = self.path.with_name(f".{self.path.name}.part{len(self.parts)}")
+                self.parts[name] = part
+            header = first and len(self.parts) == 1  # the joined file has one header line
+            rows.to_csv(part, index=False, header=header, mode="w" if first else "a")
+            self.rows += len(rows)
+
+    def close(self) -> int:
+        parts = list(self.parts.values())
+        if len(parts) == 1:
+            os.replace(parts[0], self.path)
+        else:
+            tmp = self.path.with_name(f".{self.path.name}.joined")
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as src:
+                        while block := src.read(1 << 20):
+                            out.write(block)
+            os.replace(tmp, self.path)
+            for part in parts:
+                part.unlink()
+        return self.rows
+
+    def discard(self) -> None:
+        for part in self.parts.values():
+            part.unlink(missing_ok=True)
+        self.parts = {}
+
+
+class _ValidatedChunks:
+    """Iterate (clean, rejects, n_rows) over chunks of a raw table, rows and ids numbered as in
+    the whole file; `.summary` afterwards is validate_inputs' summary of the whole table."""
+
+    def __init__(self, table, *, kind, validation, input_column, id_column, source_name,
+                 chunk_rows):  # fmt: skip
+        self.table, self.kind, self.validation = table, kind, validation
+        self.input_column, self.id_column, self.source_name = input_column, id_column, source_name
+        n = len(table)
+        self.step = max(1, int(chunk_rows))
+        self.filled = 0
+        if n > self.step and id_column:
+            # ids the validator would fill (row<N>) or rename (repeats) depend on the whole file
+            ids = table[id_column].astype(str).str.strip().to_numpy(dtype=object)
+            empty = np.flatnonzero(ids == "")
+            ids[empty] = [f"row{i + 1}" for i in empty]
+            if _repeats(ids):
+                log.info("%s: repeated ids; validating all %d rows in one pass", source_name, n)
+                self.step = n
+            else:
+                self.filled = len(empty)
+                self.table = table.assign(**{id_column: ids})
+                self.table.attrs[LINES_ATTR] = table.attrs.get(LINES_ATTR)
+        self.summary: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:
+        table, n = self.table, len(self.table)
+        lines = table.attrs.get(LINES_ATTR)
+        if self.step >= n:
+            clean, rejects, self.summary = validate_inputs(
+                table, kind=self.kind, validation=self.validation,
+                input_column=self.input_column, id_column=self.id_column,
+                source_name=self.source_name,
+            )  # fmt: skip
+            yield clean, rejects, n
+            return
+        counts: Counter[str] = Counter()
+        by_reason: Counter[str] = Counter()
+        sizes: list[np.ndarray] = []
+        kept = rejected = 0
+        size_key = "heavy_atoms" if self.kind == "smiles" else "length"
+        for lo in range(0, n, self.step):
+            hi = min(n, lo + self.step)
+            part = table.iloc[lo:hi].copy()
+            part.attrs[LINES_ATTR] = lines[lo:hi] if lines is not None else None
+            clean, rejects, summary = validate_inputs(
+                part, kind=self.kind, validation=self.validation,
+                input_column=self.input_column, id_column=self.id_column,
+                source_name=self.source_name,
+            )  # fmt: skip
+            clean = clean.assign(row=clean["row"] + lo)
+            rejects = rejects.assign(row=rejects["row"] + lo)
+            if not self.id_column:  # row<N> of the whole file
+                clean["id"] = "row" + clean["row"].astype(str)
+                rejects["id"] = "row" + rejects["row"].astype(str)
+            kept, rejected = kept + summary["kept"], rejected + summary["rejected"]
+            by_reason.update(summary["by_reason"])
+            stats = dict(summary["input_stats"])
+            stats.pop(size_key, None)
+            counts.update(stats)
+            sizes.append(_input_sizes(clean["input"], self.kind))
+            yield clean, rejects, hi - lo
+        self.summary = {
+            "rows_in": n, "kept": kept, "rejected": rejected,
+            "by_reason": dict(sorted(by_reason.items())),
+            "input_stats": {size_key: _spread(np.concatenate(sizes)), **counts},
+            "ids": {"filled_from_row": self.filled, "renamed": 0, "renamed_examples": []},
+        }  # fmt: skip
+
+
+def _repeats(values: np.ndarray) -> bool:
+    """Whether any string occurs twice: 64-bit hashes first (8 bytes a row), the strings only
+    where two hashes agree."""
+    hashes = pd.Series(pd.util.hash_array(values))
+    candidates = hashes.duplicated(keep=False).to_numpy()
+    return bool(candidates.any() and pd.Series(values[candidates]).duplicated().any())
+
+
+def _input_sizes(inputs: pd.Series, kind: str) -> np.ndarray:
+    """What validation's input_stats summarise, per valid input: heavy atoms or length."""
+    if kind != "smiles":
+        return inputs.str.len().to_numpy(dtype=np.int64)
+    from rdkit import Chem
+
+    # the validated SMILES parse; heavy atoms do not depend on sanitization
+    return np.array(
+        [Chem.MolFromSmiles(s, sanitize=False).GetNumHeavyAtoms() for s in inputs], dtype=np.int64
+    )
+
+
+def _spread(values: np.ndarray) -> dict[str, Any] | None:
+    """min / median / max as biomol_dl.validate reports them (statistics.median's types)."""
+    if not len(values):
+        return None
+    ordered = np.sort(values)
+    n, mid = len(ordered), len(ordered) // 2
+    median = int(ordered[mid]) if n % 2 else (int(ordered[mid - 1]) + int(ordered[mid])) / 2
+    return {"min": int(ordered[0]), "median": median, "max": int(ordered[-1])}

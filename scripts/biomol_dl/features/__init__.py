@@ -4,6 +4,8 @@ A featurizer is a small callable object built from its config params. `len(featu
 feature size (where one exists); `featurizer.featurize_table(inputs, threads)` turns the validated
 inputs (canonical SMILES or sequences, in clean-table order) into the dict that the `featurize` rule
 saves with `torch.save` and training jobs load with `torch.load(..., weights_only=True)`.
+Fixed-length features are `X` [N, D, ...] or, for bit vectors, packed `X_bits` with `n_bits`
+(read them through features.fingerprints.n_features / dense_rows / unpack_bits).
 Entries are "module:Class" strings so looking a name up imports only that featurizer's stack.
 """
 

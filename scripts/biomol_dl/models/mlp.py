@@ -1,8 +1,9 @@
 """Model family `mlp`: a feed-forward network on one fixed-length vector per example.
 
 For config authors and for train_job. Works with any featurizer whose features dict has
-`{"ids": [...], "X": tensor [N, D, ...]}` (morgan / rdkit2d fingerprints and descriptors, kmer
-counts, one-hot sequences (flattened), PLM embeddings). The network, dataset and loader are in
+`{"ids": [...], "X": tensor [N, D, ...]}` (rdkit2d descriptors, Morgan counts, kmer counts,
+one-hot sequences (flattened), PLM embeddings) or packed bits `{"X_bits": uint8 [N, D / 8],
+"n_bits": D}` (Morgan bits), unpacked one batch at a time. The network, dataset and loader are in
 models/nets/mlp.py (imported when used: this module imports no torch).
 
 Model params (config `models.<name>.params`, next to the training-loop keys of TrainConfig):

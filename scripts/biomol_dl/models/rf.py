@@ -7,6 +7,11 @@ torch loop: it overrides `train` and `predict` and writes model.skops (skops.io:
 trusts only scikit-learn and numpy types). For regression, predictions.csv also carries `y_sd`,
 the sd across the trees (biomol_dl.uncertainty calibrates it on the validation split).
 
+For large libraries: the forest is grown in about ten warm-start steps, each logged (trees built,
+seconds), with n_jobs = the rule's threads; the same trees as one fit, since scikit-learn draws
+each tree's seed from random_state alone. Only the train rows are unpacked for fitting (a packed
+bit cache stays packed), and predictions run over chunks of CHUNK rows.
+
 params: n_estimators (500), max_features (sqrt; regression: 1/3, Breiman's default, unless
 given), min_samples_leaf (1), max_depth (null), and any other RandomForestRegressor /
 RandomForestClassifier argument except random_state and n_jobs (the seed and the job's threads).
@@ -18,6 +23,7 @@ import dataclasses
 import inspect
 import json
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,8 @@ from biomol_dl.models.mlp import FIXED_LENGTH
 log = get(__name__)
 
 RESERVED = ("random_state", "n_jobs")  # set by the family: the seed and the job's threads
+CHUNK = 20_000  # rows unpacked and predicted at a time
+STEPS = 10  # warm-start steps, one log line each
 
 
 @dataclass(frozen=True)
@@ -96,11 +104,69 @@ class RandomForestFamily(Family):
         return predict_rf(model_file, inputs, n_classes=n_classes, threads=threads)
 
 
-def _matrix(features: Mapping[str, Any]):
+def _matrix(features: Mapping[str, Any], rows: Any = None):
+    """float32 [n, D] of the given rows (all when None), from a packed or dense cache."""
+    from biomol_dl.features.fingerprints import dense_rows
+
+    return dense_rows(features, rows)
+
+
+def _has_nan(features: Mapping[str, Any]) -> bool:
+    """Whether any feature value is NaN (a bit cache never is), checked CHUNK rows at a time."""
     import numpy as np
 
-    X = features["X"].numpy() if hasattr(features["X"], "numpy") else np.asarray(features["X"])
-    return X.reshape(len(X), -1).astype(np.float32)
+    from biomol_dl.features.fingerprints import BITS_KEY
+
+    if BITS_KEY in features:
+        return False
+    X = features["X"]
+    X = X.numpy() if hasattr(X, "numpy") else np.asarray(X)
+    if not np.issubdtype(X.dtype, np.floating):
+        return False
+    return any(np.isnan(X[lo : lo + CHUNK]).any() for lo in range(0, len(X), CHUNK))
+
+
+def fit_forest(forest, X, y, *, name: str = "", steps: int = STEPS):
+    """Fit `forest` in warm-start steps of about n_estimators / steps trees, logging each.
+
+    Gives the same trees as one fit (each tree's seed comes from random_state alone); with
+    oob_score the out-of-bag estimate would be recomputed at every step, so it fits at once.
+    """
+    total, warm = int(forest.n_estimators), bool(forest.warm_start)
+    start = time.perf_counter()
+    if forest.oob_score or warm:
+        counts = [total]
+    else:
+        step = max(1, -(-total // max(1, steps)))
+        counts = list(range(step, total, step)) + [total]
+    forest.set_params(warm_start=True)
+    try:
+        for n in counts:
+            forest.set_params(n_estimators=n).fit(X, y)
+            log.info(
+                "task %s: %d/%d trees built (%.1f s, n_jobs=%s, %d rows x %d features)",
+                name, n, total, time.perf_counter() - start, forest.n_jobs, X.shape[0], X.shape[1],
+            )  # fmt: skip
+    finally:
+        forest.set_params(warm_start=warm)
+    return forest
+
+
+def predict_columns(forest, features: Mapping[str, Any], task: str, n_classes, impute=None):
+    """_predict_columns over chunks of CHUNK rows of a feature dict (bounded memory)."""
+    import numpy as np
+
+    from biomol_dl.features.fingerprints import n_rows
+
+    n, parts = n_rows(features), []
+    for lo in range(0, n, CHUNK):
+        X = _matrix(features, slice(lo, min(n, lo + CHUNK)))
+        if impute is not None:
+            X = np.where(np.isnan(X), impute, X)
+        parts.append(_predict_columns(forest, X, task, n_classes))
+    if not parts:
+        return _predict_columns(forest, _matrix(features), task, n_classes)
+    return np.concatenate(parts, axis=0)
 
 
 def run_rf(
@@ -133,23 +199,36 @@ def run_rf(
     train_rows = np.flatnonzero(split == "train")
     features = torch.load(features_pt, weights_only=True)
     check_feature_ids(features, ids, features_pt)
-    X = _matrix(features)
-    # Descriptor columns can hold NaN: impute with the training mean so the forest sees numbers.
-    col_mean = np.nan_to_num(np.nanmean(X[train_rows], axis=0)) if np.isnan(X).any() else None
-    if col_mean is not None:
+    X = _matrix(features, train_rows)  # the train rows only, unpacked
+    # Descriptor columns can hold NaN: impute with the training mean so the forest sees numbers
+    # (a column NaN on every train row: 0)
+    col_mean = None
+    if _has_nan(features):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> 0 below
+            col_mean = np.nan_to_num(np.nanmean(X, axis=0))
         X = np.where(np.isnan(X), col_mean, X)
     n_classes = int(np.nanmax(y)) + 1 if task == "multiclass" else None
+    log.info(
+        "random forest: %d train rows x %d features (%.0f MB float32), %d task(s), n_jobs=%d",
+        len(train_rows), X.shape[1], X.nbytes / 1e6, len(label_columns), threads,
+    )  # fmt: skip
     start = time.perf_counter()
     forests, columns, spread = [], [], []
     for t, name in enumerate(label_columns):
-        rows = train_rows[~np.isnan(y[train_rows, t])]
-        forest = family.forest(task, seed, threads).fit(X[rows], y[rows, t])
-        columns.extend(_predict_columns(forest, X, task, n_classes).T)
+        labelled = ~np.isnan(y[train_rows, t])
+        forest = fit_forest(
+            family.forest(task, seed, threads), X[labelled], y[train_rows[labelled], t], name=name
+        )
+        columns.extend(predict_columns(forest, features, task, n_classes, col_mean).T)
         if task == "regression":
-            spread.append(tree_sd(forest, X))
+            spread.append(predict_tree_sd(forest, features, col_mean))
         forests.append(forest)
         log.info(
-            "task %s: forest of %d trees fitted on %d rows", name, forest.n_estimators, len(rows)
+            "task %s: forest of %d trees fitted on %d rows",
+            name,
+            forest.n_estimators,
+            int(labelled.sum()),
         )
     seconds = time.perf_counter() - start
     preds = np.stack(columns, axis=1)
@@ -192,8 +271,41 @@ def tree_sd(forest, X):
     return per_tree.std(axis=0)
 
 
+def predict_tree_sd(forest, features: Mapping[str, Any], impute=None):
+    """tree_sd over chunks of CHUNK rows of a feature dict (bounded memory)."""
+    import numpy as np
+
+    from biomol_dl.features.fingerprints import n_rows
+
+    n, parts = n_rows(features), []
+    for lo in range(0, n, CHUNK):
+        X = _matrix(features, slice(lo, min(n, lo + CHUNK)))
+        if impute is not None:
+            X = np.where(np.isnan(X), impute, X)
+        parts.append(tree_sd(forest, X))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+_LAST_LOADED: dict[tuple, dict] = {}  # the last model file read: predict reads it chunk by chunk
+
+
 def load_rf(path: str | Path) -> dict:
-    """The dict run_rf saved with skops; refuses types outside scikit-learn and numpy."""
+    """The dict run_rf saved with skops; refuses types outside scikit-learn and numpy.
+
+    The last file read is kept (keyed by path, size and modification time), so predicting a large
+    input chunk by chunk reads a forest once, and only one forest is held at a time.
+    """
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _LAST_LOADED:
+        return _LAST_LOADED[key]
+    _LAST_LOADED.clear()
+    bundle = _read_rf(path)
+    _LAST_LOADED[key] = bundle
+    return bundle
+
+
+def _read_rf(path: str | Path) -> dict:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=str(path))
@@ -219,7 +331,6 @@ def predict_rf(
     binary tasks, K-column probabilities for multiclass (K = n_classes, or the largest class the
     forest saw + 1).
     """
-    import numpy as np
     import pandas as pd
 
     from biomol_dl.features import build_featurizer
@@ -227,14 +338,11 @@ def predict_rf(
     bundle = load_rf(model_file)
     spec = bundle["spec"]
     features = build_featurizer(spec["featurizer_spec"]).featurize_table(list(inputs), threads)
-    X = _matrix(features)
-    if bundle.get("impute") is not None:
-        X = np.where(np.isnan(X), bundle["impute"], X)
     task, frames = bundle["task"], []
     for forest, name in zip(bundle["forests"], bundle["label_columns"], strict=True):
         forest.n_jobs = max(1, int(threads))
         frame = pd.DataFrame({"input": list(inputs), "task": name})
-        columns = _predict_columns(forest, X, task, n_classes)
+        columns = predict_columns(forest, features, task, n_classes, bundle.get("impute"))
         if task == "multiclass":
             frame["y_pred"] = columns.argmax(axis=1)
             for k in range(columns.shape[1]):

@@ -5,11 +5,13 @@ model.pt carries it: non-finite entries (RDKit descriptors give NaN / inf for so
 replaced by the train mean of that column (0 if the column has no finite train value); with
 standard scaling, each column is centred and divided by its train sd (constant columns by 1) and
 then clipped, so heavy-tailed descriptors cannot dominate the first layer.
+
+A packed bit cache (Morgan bits, features/fingerprints.py) stays packed in memory and is unpacked
+one batch at a time (`PackedBitDataset`), so a large library costs 1 bit per feature, not 4 bytes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -38,6 +40,30 @@ class VectorDataset(torch.utils.data.Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {"x": self.X[idx], "y": self.y[idx]}
 
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The examples `idx` as one flat vector each (the network's input before casting)."""
+        return self.X[idx].flatten(1)
+
+
+class PackedBitDataset(VectorDataset):
+    """Rows of a packed bit matrix (uint8 [N, ceil(n_bits / 8)]), unpacked to float32 per batch."""
+
+    def __init__(self, X_bits: torch.Tensor, n_bits: int, y: np.ndarray):
+        super().__init__(X_bits, y)
+        self.n_bits = int(n_bits)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.rows(torch.tensor([i]))[0], "y": self.y[i]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {"x": self.rows(idx), "y": self.y[idx]}
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        from biomol_dl.features.fingerprints import unpack_bits
+
+        return unpack_bits(self.X[idx], self.n_bits)
+
 
 def _collate(batch: Any) -> dict[str, torch.Tensor]:
     if isinstance(batch, dict):  # already a batch, from __getitems__
@@ -46,7 +72,17 @@ def _collate(batch: Any) -> dict[str, torch.Tensor]:
 
 
 def build_datasets(features: Mapping[str, Any], y: np.ndarray) -> VectorDataset:
-    """One example per row of features["X"] (index i = clean-table row i)."""
+    """One example per row of features["X"] or of the packed features["X_bits"] (index i =
+    clean-table row i)."""
+    from biomol_dl.features.fingerprints import BITS_KEY
+
+    if BITS_KEY in features:
+        X_bits = features[BITS_KEY]
+        if X_bits.shape[0] != len(y):
+            raise ValueError(
+                f"mlp: features have {X_bits.shape[0]} rows for {len(y)} labelled rows"
+            )
+        return PackedBitDataset(X_bits, features["n_bits"], y)
     X = features.get("X")
     if not torch.is_tensor(X) or X.dim() < 2:
         raise ValueError("mlp: the features need an 'X' tensor [N, D] (a fixed-length featurizer)")
@@ -108,9 +144,10 @@ class MLP(nn.Module):
 
 
 def build_model(features: Mapping[str, Any], n_outputs: int, settings: Mapping[str, Any]) -> MLP:
-    """An MLP for features["X"]'s row size (works on the feature_meta stub too)."""
-    X = features["X"]
-    return MLP(math.prod(X.shape[1:]), n_outputs, settings)
+    """An MLP for the features' row size (works on the feature_meta stub too)."""
+    from biomol_dl.features.fingerprints import n_features
+
+    return MLP(n_features(features), n_outputs, settings)
 
 
 def _train_rows(train_subset) -> Iterator[torch.Tensor]:
@@ -118,15 +155,16 @@ def _train_rows(train_subset) -> Iterator[torch.Tensor]:
     if isinstance(train_subset, torch.utils.data.Subset) and isinstance(
         train_subset.dataset, VectorDataset
     ):
-        X, idx = train_subset.dataset.X, torch.as_tensor(train_subset.indices, dtype=torch.long)
+        dataset = train_subset.dataset
+        idx = torch.as_tensor(train_subset.indices, dtype=torch.long)
     elif isinstance(train_subset, VectorDataset):
-        X, idx = train_subset.X, torch.arange(len(train_subset))
+        dataset, idx = train_subset, torch.arange(len(train_subset))
     else:
         raise TypeError(
             f"mlp.prepare_model: expected a VectorDataset subset, got {type(train_subset)}"
         )
     for start in range(0, len(idx), _CHUNK):
-        yield X[idx[start : start + _CHUNK]].flatten(1).double()
+        yield dataset.rows(idx[start : start + _CHUNK]).double()
 
 
 @torch.no_grad()
