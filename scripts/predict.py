@@ -9,6 +9,12 @@ logutil.configure(job.log_file)
 spec = job.params["spec"]
 models = job.input["models"]
 models = [models] if isinstance(models, str) else list(models)  # one seed: one path
+
+
+def per_seed(files):
+    return dict(zip(spec["seeds"], [files] if isinstance(files, str) else list(files), strict=True))
+
+
 with tracking.job_run(job) as run:
     summary = run_predict(
         input_path=job.input["table"],
@@ -25,6 +31,9 @@ with tracking.job_run(job) as run:
         out_rejects=job.output["rejects"],
         out_summary=job.output["summary"],
         threads=job.threads,
+        metrics_files=per_seed(job.input["metrics"]),
+        clean_csv=job.input["clean"],
+        split_files=per_seed(job.input["splits"]),
     )
     run.log_metrics({k: summary[k] for k in ("rows_in", "kept", "rejected")})
     run.log_artifact(job.output["predictions"])

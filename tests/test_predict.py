@@ -5,6 +5,7 @@ predict rule run by Snakemake on tests/data/predict_example.csv."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import numpy as np
@@ -177,6 +178,8 @@ def test_predict_rule_on_the_example_file(tiny_run, tiny_config):
                     "id_column": "name"},
         "example_mlp": {"dataset": "tiny_logbb", "model": "mlp_morgan", "input": str(EXAMPLE),
                         "seeds": [0]},
+        "peptides": {"dataset": "tiny_peptides", "model": "rf_kmer",
+                     "input": str(ROOT / "tests" / "data" / "tiny_peptides.csv")},
     }  # fmt: skip
     configfile = tiny_run / "config_predict.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -196,6 +199,18 @@ def test_predict_rule_on_the_example_file(tiny_run, tiny_config):
     mlp = pd.read_csv(tiny_run / "results" / "predict" / "example_mlp" / "predictions.csv")
     assert mlp["id"].tolist() == ["row1", "row2", "row3", "row4", "row6"]
     assert (tiny_run / "logs" / "predict" / "example.log").is_file()
+    # how far to trust each row: the interval / calibrated probability fitted on validation
+    # by the evaluate rule, and the nearest training molecule or sequence
+    for frame in (pred, mlp):
+        assert ((frame["y_lo"] < frame["y_pred"]) & (frame["y_pred"] < frame["y_hi"])).all()
+        assert frame["similarity"].between(0, 1).all()
+        assert (frame["in_domain"] == (frame["similarity"] >= 0.3)).all()
+    trust = json.loads((out / "summary.json").read_text())["trust"]
+    assert trust["coverage"] == 0.9 and trust["domain"]["threshold"] == 0.3
+    peptides = pd.read_csv(tiny_run / "results" / "predict" / "peptides" / "predictions.csv")
+    assert peptides["p_calibrated"].between(0, 1).all()
+    assert set(peptides["set"].fillna("")) <= {"", "0", "1", "0|1"}
+    assert peptides["similarity"].max() == 1.0  # the training sequences themselves
 
 
 @pytest.mark.parametrize(

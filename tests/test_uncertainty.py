@@ -433,3 +433,16 @@ def test_predictions_carry_calibrated_columns_and_the_domain(task):
         calibrated = out[["p_0_calibrated", "p_1_calibrated", "p_2_calibrated"]].to_numpy()
         assert np.allclose(calibrated.sum(axis=1), 1) and all(s for s in out["set"])
         assert set("|".join(out["set"]).split("|")) <= {"a", "b", "c"}
+
+
+def test_predict_takes_the_trust_inputs_together_or_not_at_all(tmp_path):
+    from biomol_dl.predict import run_predict
+
+    args = dict(input_path=tmp_path / "x.csv", input_column="smiles", id_column=None,
+                kind="smiles", validation=None, task="regression", validate_summary=None,
+                family="rf", model_files={0: tmp_path / "m"}, out_predictions=tmp_path / "p.csv",
+                out_rejects=tmp_path / "r.csv", out_summary=tmp_path / "s.json")  # fmt: skip
+    with pytest.raises(ValueError, match="together"):
+        run_predict(**args, metrics_files={0: tmp_path / "metrics.json"})
+    with pytest.raises(ValueError, match=r"seed\(s\) \[0\]"):
+        run_predict(**args, metrics_files={1: "a"}, clean_csv="c", split_files={1: "b"})

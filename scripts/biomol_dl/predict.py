@@ -20,6 +20,14 @@ predictions.csv has one row per valid input row and label column (task):
   label    binary: 1 when y_pred >= 0.5; multiclass: the class name
   seed<N>  each model's own y_pred (not for multiclass); p_<k>, p_<k>_sd: multiclass mean and sd
 
+With the seeds' metrics.json and the dataset's clean table and split files (the predict rule
+gives them), each row also says how far to trust it (biomol_dl.trust): regression `y_lo`,
+`y_hi` (the split-conformal interval each seed's evaluation fitted on its validation split, at the
+model's `uncertainty.coverage`); binary / multitask `p_calibrated` and the conformal `set`;
+multiclass `p_<k>_calibrated` and `set`; every task `similarity` (nearest-neighbour Tanimoto to
+the training molecules, or 3-mer Jaccard to the training sequences) and `in_domain`
+(similarity >= 0.3, biomol_dl.domain.THRESHOLD); summary.json's `trust` says which.
+
 Each seed's model file is read by its family's `predict` (biomol_dl.models): torch families go
 through biomol_dl.train_job.predict_inputs, the random forest reads its own model file.
 
@@ -180,6 +188,9 @@ def run_predict(
     input_format_name: str | None = None,
     threads: int = 1,
     chunk_rows: int = CHUNK_ROWS,
+    metrics_files: Mapping[int, str | Path] | None = None,
+    clean_csv: str | Path | None = None,
+    split_files: Mapping[int, str | Path] | None = None,
 ) -> dict[str, Any]:
     """The predict rule: validate, featurize, predict with every seed, write the three files,
     `chunk_rows` input rows at a time.
@@ -187,7 +198,10 @@ def run_predict(
     model_files: {seed: the family's model file}. validate_summary: the dataset's validate
     summary.json, for multiclass class names (None: class indices only). Raises DataError when
     no input row is valid (rejects.csv and summary.json are written first, to show why).
+    metrics_files, clean_csv, split_files ({seed: path}): the evaluate rule's metrics.json of each
+    seed and the dataset's clean table and split files, for the trust columns (all or none).
     """
+    trust = _trust_context(metrics_files, clean_csv, split_files, model_files, kind)
     classes = None
     if validate_summary is not None:
         classes = json.loads(Path(validate_summary).read_text()).get("classes")
@@ -223,6 +237,8 @@ def run_predict(
         summary.update(input=str(input_path), family=family, task=task,
                        seeds=sorted(int(s) for s in model_files))  # fmt: skip
         summary["models"] = {str(s): str(p) for s, p in sorted(model_files.items())}
+        if trust:
+            summary["trust"] = trust["describe"]
         Path(out_summary).write_text(json.dumps(summary, indent=1, default=str) + "\n")
         log.info(
             "%s: %d rows, %d valid, %d rejected", input_path, summary["rows_in"],
@@ -238,7 +254,7 @@ def run_predict(
                           summary["kept"])  # fmt: skip
         # 3. the ensemble, chunk by chunk, appended to predictions.csv
         for k in parts:
-            writer.write(_combined_chunk(staging, k, model_files, task, classes))
+            writer.write(_combined_chunk(staging, k, model_files, task, classes, trust))
         n_out = writer.close()
     except BaseException:
         writer.discard()
@@ -267,11 +283,39 @@ def _predict_seed(staging, parts, family, seed, path, n_classes, threads, n_vali
     log.info("seed %s: %d inputs predicted with %s", seed, done, path)
 
 
-def _combined_chunk(staging, k, model_files, task, classes) -> pd.DataFrame:
+def _trust_context(metrics_files, clean_csv, split_files, model_files, kind) -> dict | None:
+    """The seeds' calibrators and the training inputs (fingerprinted once), or None."""
+    given = [metrics_files is not None, clean_csv is not None, split_files is not None]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("trust columns need metrics_files, clean_csv and split_files together")
+    from biomol_dl import trust
+    from biomol_dl.domain import Reference
+
+    seeds = sorted(int(s) for s in model_files)
+    missing = [s for s in seeds if s not in metrics_files or s not in split_files]
+    if missing:
+        raise ValueError(f"no metrics.json / split file for seed(s) {missing}")
+    calibrations = trust.read_calibrations({s: metrics_files[s] for s in seeds})
+    train = trust.training_inputs(clean_csv, [split_files[s] for s in seeds])
+    log.info("trust columns: calibrators of %d seed(s), %d training inputs", len(seeds), len(train))
+    return {"calibrations": calibrations, "reference": Reference(train, kind),
+            "describe": trust.describe(calibrations, kind)}  # fmt: skip
+
+
+def _combined_chunk(staging, k, model_files, task, classes, trust=None) -> pd.DataFrame:
     """predictions.csv rows (task-major) of one staged chunk, every seed combined."""
     clean = pd.read_pickle(staging / f"clean{k}.pkl")
     per_seed = {int(s): pd.read_pickle(staging / f"seed{int(s)}_{k}.pkl") for s in model_files}
     combined = combine(per_seed, task, classes)
+    if trust:
+        from biomol_dl.trust import add_trust_columns
+
+        combined = add_trust_columns(
+            combined, task=task, inputs=clean["input"].tolist(),
+            calibrations=trust["calibrations"], reference=trust["reference"], classes=classes,
+        )  # fmt: skip
     n_tasks = len(combined) // len(clean)
     head = pd.DataFrame(
         {

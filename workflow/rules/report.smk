@@ -147,6 +147,11 @@ rule report:
 
 rule predict:
     input:
+        # metrics, clean, splits: for the trust columns, each seed's calibrators (fitted on its
+        # validation split) and the molecules / sequences it trained on (biomol_dl.trust)
+        unpack(
+            lambda wc: report_targets.predict_trust_inputs(PREDICTIONS[wc.prediction])
+        ),
         table=lambda wc: PREDICTIONS[wc.prediction]["input"],
         models=lambda wc: PREDICTIONS[wc.prediction]["models"],
         summary=lambda wc: f"results/{PREDICTIONS[wc.prediction]['dataset']}/validate/summary.json",

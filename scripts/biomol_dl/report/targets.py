@@ -169,3 +169,14 @@ def predict_specs(config: Mapping) -> dict[str, dict[str, Any]]:
             "models": [model_file(config, dataset, model, s) for s in seeds],
         }
     return out
+
+
+def predict_trust_inputs(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved predict entry's trust inputs (biomol_dl.trust): each seed's metrics.json, the
+    dataset's clean table and each seed's split file."""
+    dataset, model, seeds = entry["dataset"], entry["model"], entry["seeds"]
+    return {
+        "metrics": [f"results/{dataset}/evaluate/{model}/seed{s}/metrics.json" for s in seeds],
+        "clean": f"results/{dataset}/validate/clean.csv",
+        "splits": [f"results/{dataset}/split/seed{s}.csv" for s in seeds],
+    }
