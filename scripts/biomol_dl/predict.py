@@ -10,7 +10,8 @@ silently away.
 
 predictions.csv has one row per valid input row and label column (task):
 
-  id, row, input, task, y_pred, y_sd, n_models, [label], seed<N>..., [p_<k>, p_<k>_sd ...]
+  id, row, input, task, y_pred, y_sd, n_models, [label], seed<N>..., [p_<k>, p_<k>_sd ...],
+  [y_lo, y_hi | p_calibrated, set | p_<k>_calibrated..., set], [similarity, in_domain]
 
   row      1-based data row of the input file (as in the validate rule's rejects.csv)
   input    the validated input (canonical SMILES, normalised sequence)
