@@ -6,7 +6,8 @@ checks the planned job set of each kind of edit after a real run):
 
 - fetch: what identifies the fetched bytes (a local file is an *input*, not a param);
 - validate: the dataset entry without `description`, `models`, `seeds` and the split;
-- train: the model's own entry without its `threads` (a resource, not an identity).
+- train: the model's own entry without its `threads` (a resource, not an identity) and its
+  `search` (biomol_dl.search.study_spec is the search jobs' params; n_trials is not in it).
 
 A dataset's `description`, its list of models and seeds, a model's threads and the mirror folders
 reach no rule's params.
@@ -63,8 +64,9 @@ def validate_spec(config: dict, dataset: str) -> dict[str, Any]:
 
 
 def train_model_spec(config: dict, model: str) -> dict[str, Any]:
-    """The model's entry with its name and featurizer spec, without `threads`."""
-    spec = {k: v for k, v in config["models"][model].items() if k != "threads"}
+    """The model's entry with its name and featurizer spec, without `threads` and `search`
+    (the search's own jobs take it: biomol_dl.search.study_spec)."""
+    spec = {k: v for k, v in config["models"][model].items() if k not in ("threads", "search")}
     spec["name"] = model
     spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
     return spec
