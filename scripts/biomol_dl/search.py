@@ -187,15 +187,18 @@ def expand_tuned(models: dict[str, dict]) -> dict[str, dict]:
 
 
 def studies(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(dataset, model) of every study: each model with `search:` on each dataset training it."""
+    """(dataset, model) of every study: each model with `search:` on each dataset training it
+    or its `<name>__tuned` (a dataset may list the tuned model alone)."""
     from biomol_dl.config import dataset_models
 
-    return [
-        (dataset, model)
-        for dataset in config["datasets"]
-        for model in dataset_models(config, dataset)
-        if config["models"][model].get("search")
-    ]
+    found: dict[tuple[str, str], None] = {}
+    for dataset in config["datasets"]:
+        for model in dataset_models(config, dataset):
+            spec = config["models"][model]
+            source = model if spec.get("search") else spec.get("tuned_from")
+            if source:
+                found[(dataset, source)] = None
+    return list(found)
 
 
 def objective_metric(config: Mapping[str, Any], dataset: str, model: str) -> str:
@@ -240,6 +243,18 @@ def study_spec(config: Mapping[str, Any], dataset: str, model: str) -> dict[str,
     digest = hashing.sha256_json(identity)[:12]
     storage = search.get("storage") or f"results/{dataset}/search/{model}/study.journal"
     return {**identity, "study_name": f"{dataset}/{model}/{digest}", "storage": storage}
+
+
+def trial_inputs(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
+    """A trial job's inputs: the clean table, the objective seeds' splits, the features."""
+    featurizer = config["models"][model]["featurizer"]
+    return {
+        "clean": f"results/{dataset}/validate/clean.csv",
+        "splits": [
+            f"results/{dataset}/split/seed{s}.csv" for s in objective_seeds(config, dataset, model)
+        ],
+        "features": f"results/{dataset}/featurize/{featurizer}.pt",
+    }
 
 
 def trial_path(dataset: str, model: str, slot: int | str) -> str:
@@ -386,9 +401,11 @@ class _PruningRun:
         self.run, self.trial, self.monitor, self.sign = run, trial, monitor, sign
         self.offset = 0
         self.last_step = 0
+        self.first_seed = True
 
     def log_params(self, params):
-        self.run.log_params(params)
+        if self.first_seed:  # one value per param: the first objective seed's
+            self.run.log_params(params)
 
     def set_tags(self, tags):
         self.run.set_tags(tags)
@@ -584,7 +601,7 @@ def _train_trial(spec, trial: _Trial, clean_csv, split_csvs, features_pt, resume
                 raise ValueError(f"val {spec['metric']} is undefined on seed {seed}")
             values.append(float(value))
             run.log_metrics({f"val_{spec['metric']}_seed{seed}": float(value)})
-            hook.offset = hook.last_step
+            hook.offset, hook.first_seed = hook.last_step, False
     except optuna.TrialPruned as pruned:
         shutil.rmtree(scratch, ignore_errors=True)
         run.set_tags({"trial_state": "PRUNED", "pruned": str(pruned)})
@@ -774,11 +791,27 @@ def best_main(job: Any) -> None:
                                                   job.wildcards["model"])) as run:  # fmt: skip
         summary = summarize(spec, records, job.output["best"], job.output["trials"],
                             int(job.params["n_trials"]))  # fmt: skip
+        plot_study(job.output["trials"], summary, job.output["plot"])
         run.log_metrics({f"trials_{k}": v for k, v in summary["counted"].items()})
         if summary["best_value"] is not None:
             run.log_metrics({f"best_val_{spec['metric']}": summary["best_value"]})
         run.log_artifact(job.output["best"])
         run.log_artifact(job.output["trials"])
+        run.log_artifact(job.output["plot"])
+
+
+def plot_study(trials_csv: str | Path, summary: Mapping[str, Any], out_png: str | Path) -> None:
+    """The study's optimization history and parameter importances (report.plots)."""
+    from biomol_dl.io import read_table
+    from biomol_dl.report import plots
+
+    trials = read_table(trials_csv, strings=("state",))
+    trials["value"] = trials["value"].astype(float)
+    counts = summary["counted"]
+    title = (f"{summary['study']}: {summary['n_trials']} trials, {summary['sampler']}, "
+             f"{counts['complete']} complete / {counts['pruned']} pruned / "
+             f"{summary['failed_attempts'] + counts['fail']} failed")  # fmt: skip
+    plots.save(plots.study_figure(trials, summary, title=title), out_png)
 
 
 def study_parent_key(dataset: str, model: str) -> str:
