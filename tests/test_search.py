@@ -2,11 +2,10 @@
 
 One real workflow run on the tiny config (its validate / split / featurize outputs copied from the
 session's `tiny_run`, so only the search runs): a study of 6 trials of a small MLP, 2 at once,
-during which the first trial's process is killed with SIGKILL. The re-run then records that trial
-FAIL, retries its slot, finishes the study and trains `mlp_morgan__tuned` with the best
-parameters. A dry run with more trials plans only the new slots. The unit tests reuse that run's
-files in-process: pruning fires, a slot whose trial is done adds no trial, the study's runs in
-MLflow.
+during which the first trial's process is killed with SIGKILL. The re-run, asking for 7 trials,
+records that trial FAIL, retries its slot, runs only the one new slot, finishes the study and
+trains `mlp_morgan__tuned` with the best parameters. The unit tests reuse that run's files
+in-process: pruning fires, a slot whose trial is done adds no trial, the study's runs in MLflow.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import BIN, SNAKEFILE, absolutize, snakemake, write_config
+from conftest import BIN, SNAKEFILE, snakemake, write_config
 from test_rerun import planned_jobs
 
 from biomol_dl import search
@@ -41,7 +39,7 @@ SEARCH = {
         "dropout": {"type": "float", "low": 0.0, "high": 0.5},
     },
 }
-TUNED = f"results/{DATASET}/evaluate/{MODEL}__tuned/seed0/metrics.json"
+TUNED = f"results/{DATASET}/train/{MODEL}__tuned/seed0/model.pt"
 
 
 def search_config(tiny_config: dict, **changes) -> dict:
@@ -85,34 +83,39 @@ def search_run(tiny_run, tiny_config, tmp_path_factory):
     seconds = time.perf_counter() - t0
     assert proc.returncode != 0, "the killed trial's job should have failed the first run"
     assert "search_trial" in log.read_text()
-    second = snakemake(workdir, configfile, "--cores", "2", TUNED,
-                       env={"BIOMOL_DL_TRACKING": "0"})  # fmt: skip
+    # the re-run asks for one more trial: the killed slot is retried, slot 6 is new
+    configfile = write_config(workdir, search_config(tiny_config, n_trials=7))
+    t0 = time.perf_counter()
+    second = snakemake(workdir, configfile, "--cores", "2", TUNED, env={"BIOMOL_DL_TRACKING": "0"})
+    print(f"first run {seconds:.1f} s, second {time.perf_counter() - t0:.1f} s")
     return workdir, config, seconds, second.stdout + second.stderr
 
 
-def _records(workdir: Path) -> list[dict]:
-    return [json.loads((workdir / STUDY / f"trials/{i}.json").read_text()) for i in range(6)]
+def _records(workdir: Path, n: int = 7) -> list[dict]:
+    return [json.loads((workdir / STUDY / f"trials/{i}.json").read_text()) for i in range(n)]
 
 
 def test_study_of_six_trials_two_at_once_survives_a_sigkill(search_run):
     workdir, config, seconds, second = search_run
     best = json.loads((workdir / STUDY / "best.json").read_text())
     records = _records(workdir)
-    # six slots, each counting one trial, complete or pruned; the killed one recorded FAIL
-    assert sum(best["counted"].values()) == 6 and best["counted"]["fail"] == 0
+    # seven slots (six, then one more), each counting one trial, complete or pruned; the
+    # killed one recorded FAIL and never counted
+    assert sum(best["counted"].values()) == 7 and best["counted"]["fail"] == 0
     assert best["counted"]["complete"] >= 1
-    assert best["failed_attempts"] == 1 and best["trials_in_storage"] == 7
-    assert len({r["number"] for r in records}) == 6
+    assert best["failed_attempts"] == 1 and best["trials_in_storage"] == 8
+    assert len({r["number"] for r in records}) == 7
     killed = [r for r in records if r["attempts"]]
     assert len(killed) == 1 and killed[0]["attempts"][0]["state"] == "fail"
     assert "killed" in killed[0]["attempts"][0]["failed_reason"]
-    # the re-run ran only the killed slot (and the tuned model), not the other five
-    jobs = planned_jobs(second)
-    assert sum(j.startswith("search_trial[") for j in jobs) == 1, jobs
-    assert f"search_trial[dataset={DATASET}, model={MODEL}, trial={killed[0]['slot']}]" in jobs
+    # the re-run ran the killed slot and the new one only, not the five that had finished
+    jobs = {j for j in planned_jobs(second) if j.startswith("search_trial[")}
+    assert jobs == {
+        f"search_trial[dataset={DATASET}, model={MODEL}, trial={i}]" for i in {killed[0]["slot"], 6}
+    }
     # parallel trials proposed distinct points
     points = {json.dumps(r["params"], sort_keys=True) for r in records}
-    assert len(points) == 6
+    assert len(points) == 7
     # the best trial is the best counted complete trial on validation rmse
     complete = [r for r in records if r["state"] == "complete"]
     assert best["best_value"] == min(r["value"] for r in complete)
@@ -125,23 +128,12 @@ def test_tuned_model_trains_with_the_best_params(search_run):
 
     workdir, *_ = search_run
     best = json.loads((workdir / STUDY / "best.json").read_text())
-    ckpt = torch.load(workdir / f"results/{DATASET}/train/{MODEL}__tuned/seed0/model.pt",
-                      weights_only=True)  # fmt: skip
+    ckpt = torch.load(workdir / TUNED, weights_only=True)
     assert ckpt["hyperparameters"]["hidden"] == best["best_params"]["hidden"]
     assert ckpt["hyperparameters"]["dropout"] == pytest.approx(best["best_params"]["dropout"])
     assert ckpt["train_config"]["lr"] == pytest.approx(best["best_params"]["lr"])
-    metrics = json.loads((workdir / TUNED).read_text())
-    assert {"val", "test"} <= set(metrics)
-
-
-def test_more_trials_plan_only_the_new_slots(search_run, tiny_config):
-    workdir, *_ = search_run
-    configfile = workdir / "config_more.yaml"
-    more = absolutize(search_config(tiny_config, n_trials=8))
-    configfile.write_text(yaml.safe_dump(more, sort_keys=False))  # key order is in params
-    out = snakemake(workdir, configfile, "-n", f"{STUDY}/best.json")
-    trials = {j for j in planned_jobs(out.stdout) if j.startswith("search_trial")}
-    assert trials == {f"search_trial[dataset={DATASET}, model={MODEL}, trial={i}]" for i in (6, 7)}
+    history = (workdir / f"results/{DATASET}/train/{MODEL}__tuned/seed0/history.csv").read_text()
+    assert history.startswith("epoch")
 
 
 def _spec(workdir: Path, config: dict) -> dict:
@@ -208,3 +200,35 @@ def test_study_and_trials_in_mlflow(search_run):
     finished = [r for r in trials if r.info.status == "FINISHED"]
     assert len(finished) == 5
     assert all(r.data.tags.get("trial.state") in ("complete", "pruned") for r in finished)
+
+
+def test_a_trial_that_raises_is_recorded_failed_and_retried(tiny_config, tmp_path):
+    config = search_config(tiny_config, retries=1)
+    spec = {**_spec(tmp_path, config), "storage": str(tmp_path / "study.journal")}
+    missing = {"clean_csv": str(tmp_path / "none.csv"), "split_csvs": {0: "none.csv"},
+               "features_pt": "none.pt"}  # fmt: skip
+    record = search.run_slot(spec, 3, out_record=str(tmp_path / "3.json"),
+                             resume_root=str(tmp_path), retries=1, **missing)  # fmt: skip
+    assert record["state"] == "fail" and "none.csv" in record["failed_reason"]
+    assert [a["state"] for a in record["attempts"]] == ["fail"]  # one retry, then given up
+    trials = search.open_study(spec).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 2  # a new point
+
+
+def test_report_marks_the_tuned_model_and_shows_its_search(tiny_config):
+    from biomol_dl.report import targets
+
+    config = load_config(search_config(tiny_config))
+    models = targets.report_models(config, DATASET)
+    assert models[f"{MODEL}__tuned"]["tuned"].startswith("tuned: 6 trials of tpe search")
+    assert models[MODEL]["tuned"] is None
+    layout = targets.report_layout(config)[DATASET]
+    assert layout["studies"] == {f"{MODEL}__tuned": f"{STUDY}/history.png"}
+    # the searched model trains with its own params; `search` reaches no train rule
+    from biomol_dl.rule_params import train_model_spec
+
+    assert "search" not in train_model_spec(config, MODEL)
+    assert search.study_spec(config, DATASET, MODEL) == search.study_spec(
+        load_config(search_config(tiny_config, n_trials=50)), DATASET, MODEL
+    )  # n_trials is no part of a study: raising it keeps the study and its slots
