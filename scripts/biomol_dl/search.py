@@ -52,7 +52,10 @@ starts it looks up its slot's earlier trials:
   trial resumes from that state;
 - a trial that raises is told FAIL with its error and the slot is retried in the same job;
 after `retries` failed attempts the slot's record says `fail` and the study goes on without it.
-So a killed trial is recorded failed and never counted, and a re-run adds no trials. Resume
+So a killed trial is recorded failed and never counted, and a re-run adds no trials. This
+relies on one workflow owning a study at a time (Snakemake locks its working directory): two
+working directories pointing at the same RDB storage with the same study would take each
+other's running trials for killed ones. Resume
 state lives under `resume_dir`/search/, outside every rule's outputs; the trial's model files
 are scratch and removed once it ends. Rule `search_best` reads every slot's record and the
 study and writes best.json (best params, value, trials complete / pruned / failed) and trials.csv
