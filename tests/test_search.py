@@ -232,3 +232,23 @@ def test_report_marks_the_tuned_model_and_shows_its_search(tiny_config):
     assert search.study_spec(config, DATASET, MODEL) == search.study_spec(
         load_config(search_config(tiny_config, n_trials=50)), DATASET, MODEL
     )  # n_trials is no part of a study: raising it keeps the study and its slots
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
+def test_parallel_slots_get_distinct_points_from_each_sampler(sampler, tiny_config, tmp_path):
+    """Six slots asking at once (their trials still running) get six different points: the
+    grid's six, or distinct draws (per-slot sampler seeds; TPE's constant liar)."""
+    space = {"dropout": {"type": "categorical", "choices": [0.0, 0.1, 0.2]},
+             "hidden": {"type": "categorical", "choices": [[8], [16, 8]]}}  # fmt: skip
+    if sampler != "grid":
+        space["lr"] = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+    config = search_config(tiny_config, sampler=sampler, pruner="successive_halving", space=space)
+    spec = {**_spec(tmp_path, config), "storage": str(tmp_path / "study.journal")}
+    dists = search.distributions(spec["space"])
+    points = set()
+    for slot in range(6):  # what run_slot asks, with no trial told yet
+        seeded = search.open_study(spec, sampler_seed=search.sampler_seed(spec, slot, 0))
+        params = search.trial_params(spec["space"], seeded.ask(dists).params)
+        assert params["hidden"] in ([8], [16, 8])  # list choices decoded
+        points.add(json.dumps(params, sort_keys=True))
+    assert len(points) == 6

@@ -334,8 +334,9 @@ def _sampler(spec: Mapping[str, Any], seed: int | None):
     if spec["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec["sampler"] == "grid":
-        space = {k: list(d["choices"]) for k, d in spec["space"].items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        space = {k: [_hashable(c) for c in d["choices"]] for k, d in spec["space"].items()}
+        # one grid order in every process: a trial's grid_id indexes the shuffled grid
+        return optuna.samplers.GridSampler(space, seed=int(spec["seed"]))
     return optuna.samplers.TPESampler(
         seed=seed, constant_liar=True, n_startup_trials=int(spec["startup_trials"])
     )
