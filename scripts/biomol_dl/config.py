@@ -23,7 +23,9 @@ key. In order:
    format (`sources.source_format`: an unsupported one such as .xlsx fails here) and FASTA header
    option (`fasta.header_parser`) are checked by `check_source`.
 5. Grids expand into `<name>__<key>-<value>_...` models. A model's own name cannot contain '__',
-   so no generated name can equal it; two combinations that get one name fail.
+   so no generated name can equal it; two combinations that get one name fail. A model with
+   `search:` gets the model `<name>__tuned` (biomol_dl.search, which also checks each
+   distribution against the family's params and each study's objective against its dataset).
 6. Every expanded model's params are parsed into its family's dataclass again (a grid value can
    make an impossible combination), and cross-references checked: featurizers, models and
    predict entries exist, the family takes the featurizer's type, and kinds fit the dataset.
@@ -444,6 +446,15 @@ def check_options(config: dict) -> None:
                 "collide with"
             )
         check_model(name, spec)
+        if "tuned_from" in spec:
+            raise ConfigError(
+                f"invalid config at 'models.{name}.tuned_from': set by the config loader for "
+                "the <name>__tuned model of a `search:`; remove it"
+            )
+        if spec.get("search"):
+            from biomol_dl.search import check_model_search
+
+            check_model_search(name, spec)
     for name, ds in config["datasets"].items():
         check_source(name, ds)
         check_split(name, ds)
@@ -560,7 +571,12 @@ def load_config(config: dict, files: Iterable[str | Path] = ()) -> dict:
     validate_config(config)
     check_options(config)
     config["models"] = expand_grids(config["models"])
+    from biomol_dl import search
+
+    config["models"] = search.expand_tuned(config["models"])  # <name>__tuned per search
     cross_check(config)
+    for dataset, model in search.studies(config):
+        search.check_dataset_search(config, dataset, model)
     from biomol_dl import transfer
 
     transfer.check_config(config)  # corpora, pretrain entries, models' init

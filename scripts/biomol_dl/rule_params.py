@@ -6,8 +6,10 @@ checks the planned job set of each kind of edit after a real run):
 
 - fetch: what identifies the fetched bytes (a local file is an *input*, not a param);
 - validate: the dataset entry without `description`, `models`, `seeds` and the split;
-- train: the model's own entry without its `threads` (a resource, not an identity) and of its
-  `uncertainty` only an estimate the train job computes (MC dropout; calibration is evaluate's);
+- train: the model's own entry without its `threads` (a resource, not an identity), its
+  `search` (biomol_dl.search.study_spec is the search jobs' params; n_trials is not in it) and
+  of its `uncertainty` only an estimate the train job computes (MC dropout; calibration is
+  evaluate's);
 - evaluate: the task and the model's `uncertainty` entry.
 
 A dataset's `description`, its list of models and seeds, a model's threads and the mirror folders
@@ -74,11 +76,12 @@ TRAIN_ESTIMATES = ("dropout",)  # uncertainty estimates the train job computes
 
 
 def train_model_spec(config: dict, model: str) -> dict[str, Any]:
-    """The model's entry with its name and featurizer spec, without `threads`; of `uncertainty`
-    only an estimate the train job computes (MC dropout: estimate and passes), the rest being
-    the evaluate rule's business."""
+    """The model's entry with its name and featurizer spec, without `threads` and `search` (the
+    search's own jobs take it: biomol_dl.search.study_spec); of `uncertainty` only an estimate
+    the train job computes (MC dropout: estimate and passes), the rest being the evaluate
+    rule's business."""
     entry = config["models"][model]
-    spec = {k: v for k, v in entry.items() if k not in ("threads", "uncertainty")}
+    spec = {k: v for k, v in entry.items() if k not in ("threads", "uncertainty", "search")}
     estimate = (entry.get("uncertainty") or {}).get("estimate")
     if estimate in TRAIN_ESTIMATES:
         spec["uncertainty"] = {"estimate": estimate, "passes": entry["uncertainty"]["passes"]}

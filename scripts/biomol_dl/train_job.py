@@ -683,6 +683,10 @@ def main(job: Job) -> None:
     logutil.configure(job.log_file)
     rule_log = logutil.get(job.rule)
     spec = dict(job.params["model"])
+    if job.input.get("tuned"):  # <name>__tuned: the search's best parameters
+        from biomol_dl.search import apply_tuned
+
+        spec = apply_tuned(spec, job.input["tuned"])
     family = get_family(str(job.params["family"]))(spec.get("params") or {})
     try:
         with tracking.job_run(job) as run:

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "..", "scripts"))
 from biomol_dl import config as bdl_config  # noqa: E402
+from biomol_dl import search as bdl_search  # noqa: E402
 from biomol_dl import sources as bdl_sources  # noqa: E402
 from biomol_dl import tracking as bdl_tracking  # noqa: E402
 from biomol_dl.models import FAMILIES  # noqa: E402

@@ -121,6 +121,8 @@ rule report:
         reports=[d["report"] for d in REPORT_LAYOUT.values()],
         registry=[d["registry"] for d in REPORT_LAYOUT.values()],
         plots=[p for d in REPORT_LAYOUT.values() for p in d["plots"].values()],
+        # tuned models' search plots (search.smk)
+        studies=[p for d in REPORT_LAYOUT.values() for p in d["studies"].values()],
         summary="results/summary.csv",
         summary_wide="results/summary_wide.csv",
     output:

@@ -7,6 +7,9 @@
 # A model with `init:` has the checkpoint it starts from as input `init` (pretrain.smk builds
 # encoders; another dataset's model is that dataset's train job).
 #
+# A model <name>__tuned has its study's best.json as input `tuned`: its parameters are read from
+# it when the job runs (biomol_dl.search.apply_tuned), so a new best re-trains it.
+#
 # `params.model` is the model's own entry (biomol_dl.rule_params.train_model_spec): a change to
 # one model re-trains that model only; its `threads` are a resource, not an identity.
 
@@ -22,6 +25,8 @@ for _family, _meta in FAMILIES.items():
             features=lambda wc: f"results/{wc.dataset}/featurize/{config['models'][wc.model]['featurizer']}.pt",
             # what a model with `init:` starts from: an encoder.pt or another dataset's model
             init=lambda wc: bdl_transfer.init_source(config, wc.model) or [],
+            # a <name>__tuned model: its study's best parameters (search.smk)
+            tuned=lambda wc: bdl_search.tuned_input(config, wc.dataset, wc.model) or [],
         output:
             model=f"results/{{dataset}}/train/{{model}}/seed{{seed}}/{_meta['model_file']}",
             predictions="results/{dataset}/train/{model}/seed{seed}/predictions.csv",

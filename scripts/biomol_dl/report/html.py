@@ -332,6 +332,11 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
             f"<tr class='{'baseline' if r['baseline'] else ''}'><td>{r['rank']}</td>"
             f"<td class='text model'>{_name(r['model'])}"
             + (f"<br><span class='muted init'>{escape(r['init'])}</span>" if r.get("init") else "")
+            + (
+                f"<br><span class='muted tuned'>{escape(r['tuned'])}</span>"
+                if r.get("tuned")
+                else ""
+            )  # fmt: skip
             + "</td>"
             f"<td class='text'>{_name(r['family'])}</td><td>{r['n_seeds']}</td>"
             + "".join(cells)
@@ -496,6 +501,15 @@ def _plots_section(name: str, report: Mapping[str, Any], plots: Mapping[str, Pat
         parts.append("</div>")
         if manifest.get("structures"):
             parts.append(_structures(Path(folder) / manifest["structures"], report["task"]))
+        study = (report.get("_studies") or {}).get(model)
+        if study:  # a <name>__tuned model: its search (biomol_dl.search)
+            parts.append(
+                f"<div class='plots'><figure class='wide'>"
+                f"{_img(Path(study), f'hyperparameter search of {model} on {name}')}"
+                "<figcaption><b>Hyperparameter search.</b> Validation objective per trial "
+                "(pruned trials at their last epoch), the best so far, and fANOVA parameter "
+                "importances.</figcaption></figure></div>"
+            )
     return "".join(parts)
 
 
@@ -628,7 +642,8 @@ def run_report(
     """The report rule: write index.html from every dataset's report.json and plot folders.
 
     datasets: {dataset: {"report": report.json path, "plots": {model: plot folder},
-    "registry": registry.json path (optional)}}.
+    "registry": registry.json path (optional), "studies": {tuned model: search plot}
+    (optional)}}.
     links: label -> file linked from the footer (e.g. results/summary.csv).
     """
     out_html = Path(out_html)
@@ -637,6 +652,7 @@ def run_report(
     for name, spec in datasets.items():
         report = json.loads(Path(spec["report"]).read_text())
         report["_folder"] = str(Path(spec["report"]).parent)  # leaderboard.png lies beside it
+        report["_studies"] = dict(spec.get("studies") or {})  # tuned models' search plots
         if spec.get("registry") and Path(spec["registry"]).is_file():
             report["_registry"] = json.loads(Path(spec["registry"]).read_text())
         if report.get("dataset") != name:

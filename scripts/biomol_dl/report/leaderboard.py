@@ -357,6 +357,8 @@ def run_dataset_report(
     )
     # what each model started from (transfer learning), beside its family
     table["init"] = table["model"].map(lambda m: (models.get(m) or {}).get("init") or "")
+    # a <name>__tuned model: the search its params came from (biomol_dl.search)
+    table["tuned"] = table["model"].map(lambda m: (models.get(m) or {}).get("tuned") or "")
     table = table.merge(calibrated_columns(metrics_files), on="model", how="left")
     for path in (out_leaderboard, out_per_seed, out_json, out_png, out_svg):
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -807,3 +807,42 @@ def run_model_plots(
         + "\n"  # fmt: skip
     )
     return manifest
+
+
+def study_figure(trials: pd.DataFrame, best: Mapping, *, title: str):
+    """A search study (biomol_dl.search): the optimization history (each trial's validation
+    objective by trial number, pruned trials at their last reported value, failed ones on the
+    axis, the best so far as a line) and the fANOVA parameter importances."""
+    with _style():
+        fig, axes = _figure(1, 2, size=(9.6, 3.8))
+        ax, bars = axes[0]
+        metric = f"val {best['metric']}"
+        for state, marker, color in (("complete", "o", "C0"), ("pruned", "x", "C1")):
+            part = trials[trials["state"] == state]
+            ax.scatter(part["number"], part["value"], marker=marker, color=color,
+                       label=f"{state} ({len(part)})", zorder=3)  # fmt: skip
+        failed = trials[trials["state"] == "fail"]
+        if len(failed):
+            ax.scatter(failed["number"], [ax.get_ylim()[0]] * len(failed), marker="v",
+                       color="C3", label=f"failed ({len(failed)})", clip_on=False)  # fmt: skip
+        complete = trials[trials["state"] == "complete"].sort_values("number")
+        if len(complete):
+            running = complete["value"].cummin() if best["direction"] == "minimize" else (
+                complete["value"].cummax())  # fmt: skip
+            ax.step(complete["number"], running, where="post", color="C2", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(metric)
+        ax.set_title("Optimization history")
+        ax.legend(fontsize="small")
+        importances = best.get("importances") or {}
+        if importances:
+            names = list(importances)[::-1]
+            bars.barh(names, [importances[n] for n in names], color="C0")
+            bars.set_xlabel("fANOVA importance")
+        else:
+            bars.text(0.5, 0.5, "too few completed trials", ha="center", va="center",
+                      transform=bars.transAxes)  # fmt: skip
+            bars.set_axis_off()
+        bars.set_title("Parameter importances")
+        fig.suptitle(title)
+    return fig

@@ -8,6 +8,7 @@ Snakemake). A bad `predict:` entry raises biomol_dl.config.ConfigError naming it
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from biomol_dl import metrics
@@ -18,8 +19,10 @@ DEFAULT_PRIMARY = dict(metrics.DEFAULT_METRIC)
 
 
 def report_models(config: Mapping, dataset: str) -> dict[str, dict[str, Any]]:
-    """{model: {"family", "seeds", "init"}} for every model the dataset trains; "init" says what
-    a model started from (biomol_dl.transfer.describe_init), None for a random start."""
+    """{model: {"family", "seeds", "init", "tuned"}} for every model the dataset trains; "init"
+    says what a model started from (biomol_dl.transfer.describe_init), None for a random start;
+    "tuned" what search chose its params (biomol_dl.search.describe_tuned), else None."""
+    from biomol_dl.search import describe_tuned
     from biomol_dl.transfer import describe_init
 
     seeds = list(config["datasets"][dataset]["seeds"])
@@ -28,6 +31,7 @@ def report_models(config: Mapping, dataset: str) -> dict[str, dict[str, Any]]:
             "family": config["models"][model]["family"],
             "seeds": seeds,
             "init": describe_init(config, model),
+            "tuned": describe_tuned(config, dataset, model),
         }
         for model in dataset_models(config, dataset)
     }
@@ -107,12 +111,19 @@ def plot_dir(dataset: str, model: str) -> str:
 
 def report_layout(config: Mapping) -> dict[str, dict[str, Any]]:
     """{dataset: {"report": report.json, "registry": registry.json, "plots": {model: plot
-    folder}}} for the HTML page."""
+    folder}, "studies": {tuned model: its search's history.png}}} for the HTML page."""
+    from biomol_dl.search import tuned_input
+
+    def studies(dataset: str) -> dict[str, str]:
+        found = {m: tuned_input(config, dataset, m) for m in report_models(config, dataset)}
+        return {m: str(Path(p).with_name("history.png")) for m, p in found.items() if p}
+
     return {
         dataset: {
             "report": f"results/report/{dataset}/report.json",
             "registry": f"results/registry/{dataset}/registry.json",
             "plots": {m: plot_dir(dataset, m) for m in report_models(config, dataset)},
+            "studies": studies(dataset),
         }
         for dataset in config["datasets"]
     }

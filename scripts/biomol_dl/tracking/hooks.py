@@ -173,6 +173,24 @@ def _open_workflow_runs(
                 "wildcard.dataset": dataset,
             },
         ).info.run_id
+    for dataset, model, key, spec in _studies(config):
+        # one parent run per search study (biomol_dl.search), under its dataset's run
+        name = experiment_name(dataset, prefix)
+        parents[key] = _retry(
+            client.create_run,
+            exp_ids[name],
+            run_name=f"study {model} {stamp}",
+            tags={
+                **common,
+                TAG_KIND: "study",
+                TAG_PARENT: parents[name],
+                TAG_WORKFLOW: main,
+                "wildcard.dataset": dataset,
+                "wildcard.model": model,
+                "biomol_dl.study": spec["study_name"],
+            },
+        ).info.run_id
+        JobRun(_LiveSink(client, parents[key], exp_ids[name])).log_params({"study": spec})
     if config:
         top.log_text(_yaml(config), "config.yaml")
     os.environ[ENV_PARENT] = main
@@ -230,6 +248,19 @@ def workflow_end(status: str = "FINISHED", log: Any = None) -> None:
             logger.warning(
                 "MLflow workflow_end: could not %s: %s: %s", what, type(exc).__name__, exc
             )
+
+
+def _studies(config: Mapping[str, Any]) -> list[tuple[str, str, str, dict]]:
+    """(dataset, model, parent key, study spec) of every search study of a loaded config."""
+    models = config.get("models") or {}
+    if not any(isinstance(m, Mapping) and m.get("search") for m in models.values()):
+        return []
+    from biomol_dl import search
+
+    return [
+        (d, m, search.study_parent_key(d, m), search.study_spec(config, d, m))
+        for d, m in search.studies(config)
+    ]
 
 
 def _config_hash(config: Mapping[str, Any]) -> str:

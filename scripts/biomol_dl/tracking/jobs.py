@@ -156,13 +156,16 @@ def job_run(
     inputs: Any = None,
     outputs: Any = None,
     experiment: str | None = None,
+    parent: str | None = None,
 ) -> Iterator[JobRun]:
     """Open a child run for one job; FINISHED, FAILED (body raised) or KILLED (SIGTERM) at exit.
 
     job: the plain `biomol_dl.job.Job` a rule script made with `job_from_snakemake`; rule,
       wildcards, params, inputs and outputs are read from it unless given. inputs / outputs:
       {name: path or [paths]}, a list of paths or one path. experiment: overrides
-      `<prefix>/<dataset wildcard>`.
+      `<prefix>/<dataset wildcard>`. parent: the key of another parent run that
+      workflow_start opened (a search study's: biomol_dl.search.study_parent_key); default
+      the experiment's run.
     Spool mode (BIOMOL_DL_SPOOL set by workflow_start) writes a spool file; live mode raises
     TrackingUnavailable before the body runs when the store cannot be used. A job that outlives
     its Snakemake main process ends KILLED + orphaned (the watchdog stops it on the same host).
@@ -183,7 +186,7 @@ def job_run(
         return
 
     exp_name = experiment or experiment_name(wildcards.get("dataset"))
-    tags = _job_tags(rule, wildcards, exp_name)
+    tags = _job_tags(rule, wildcards, exp_name, parent)
     spool = os.environ.get(ENV_SPOOL)
     if spool:
         sink: Any = _SpoolSink(Path(spool), exp_name, _run_name(rule, wildcards), tags)
@@ -243,7 +246,9 @@ def _orphan_reason(run: JobRun) -> str | None:
     )
 
 
-def _job_tags(rule: str, wildcards: Mapping[str, Any], exp_name: str) -> dict[str, str]:
+def _job_tags(
+    rule: str, wildcards: Mapping[str, Any], exp_name: str, parent_key: str | None = None
+) -> dict[str, str]:
     tags: dict[str, Any] = {
         TAG_KIND: "job",
         "rule": rule,
@@ -257,7 +262,7 @@ def _job_tags(rule: str, wildcards: Mapping[str, Any], exp_name: str) -> dict[st
     if commit is None:
         commit, dirty = git_state()
     tags["mlflow.source.git.commit"], tags["git_dirty"] = commit, dirty
-    parent = _parent_for(exp_name)
+    parent = (_parent_for(parent_key) if parent_key else None) or _parent_for(exp_name)
     if parent:
         tags[TAG_PARENT] = parent
         tags[TAG_WORKFLOW] = os.environ.get(ENV_PARENT) or parent
