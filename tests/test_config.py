@@ -74,22 +74,43 @@ def test_default_config_is_valid():
     load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
 
 
+def _deep_merge(base: dict, extra: dict) -> dict:
+    """Snakemake's merge of several --configfile files: nested dicts merge, the rest replaces."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _molecule_benchmarks() -> dict:
+    """The molecular catalog + every complete molecule dataset file + every add-on (a file with
+    no `datasets`, e.g. transfer.yaml, search.yaml): what an add-on or overlay combines with."""
+    config = yaml.safe_load((BENCH / CATALOGS["smiles"]).read_text())
+    config["datasets"] = {}
+    for path in sorted(BENCH.glob("*.yaml")):
+        other = yaml.safe_load(path.read_text())
+        if path.name in CATALOGS.values() or "datasets" in other and "models" in other:
+            continue  # a catalog, or a self-contained config
+        if "datasets" not in other:
+            _deep_merge(config, other)
+            continue
+        complete = {k: v for k, v in other["datasets"].items() if v.get("kind") == "smiles"}
+        config["datasets"].update(copy.deepcopy(complete))
+    return config
+
+
 @pytest.mark.parametrize(
     "name", sorted(p.name for p in BENCH.glob("*.yaml") if p.name not in CATALOGS.values())
 )
 def test_benchmark_configs_are_valid(name):
     datasets = yaml.safe_load((BENCH / name).read_text())
-    if "datasets" not in datasets:  # an add-on (transfer.yaml): catalog + molecule datasets + it
-        config = yaml.safe_load((BENCH / CATALOGS["smiles"]).read_text())
-        config["datasets"] = {}
-        for path in sorted(BENCH.glob("*.yaml")):
-            other = yaml.safe_load(path.read_text())
-            if "models" not in other and "datasets" in other:
-                smiles = {k: v for k, v in other["datasets"].items() if v["kind"] == "smiles"}
-                config["datasets"].update(smiles)
-        config.update({k: v for k, v in datasets.items() if k != "models"})
-        config["models"].update(datasets.get("models") or {})
-        load_config(config)
+    overlay = "datasets" in datasets and any("kind" not in d for d in datasets["datasets"].values())
+    if "datasets" not in datasets or overlay:
+        # an add-on (transfer.yaml, search.yaml) or an overlay of dataset entries
+        # (search_esol.yaml): with the catalog, the molecule datasets and the add-ons
+        load_config(_deep_merge(_molecule_benchmarks(), datasets))
         return
     if "models" in datasets:  # a self-contained config (the 1,000-job grid on tiny data)
         load_config(datasets)

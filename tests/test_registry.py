@@ -4,6 +4,7 @@ as one pyfunc model, whose predict() returns what the predict rule writes, rejec
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,9 @@ def test_the_registered_pyfunc_predicts_what_the_predict_rule_writes(
     assert record["model"] == report["ranking"]["best_model"] and record["registered"]
     assert record["registered_name"] == f"biomol-dl.{dataset}"
 
-    before = mlflow.get_tracking_uri()
+    # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ, which every later
+    # Snakemake run of the session would inherit: put the variable back as it was, too.
+    before, env_before = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(f"sqlite:///{tiny_run}/results/mlflow/mlflow.db")
     try:
         client = mlflow.MlflowClient()
@@ -90,6 +93,10 @@ def test_the_registered_pyfunc_predicts_what_the_predict_rule_writes(
         model = mlflow.pyfunc.load_model(f"models:/{record['registered_name']}/{version.version}")
     finally:
         mlflow.set_tracking_uri(before)
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
     got = model.predict(table)
 
     predicted, rejects = _predict_rule(tiny_run, tmp_path, dataset, record, table, id_column)

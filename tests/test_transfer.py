@@ -287,7 +287,7 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"BIOMOL_DL_TRACKING": "0"}
     # the summary needs every model trained and evaluated; the report rules are not this test's
-    proc = snakemake(tmp_path, configfile, "results/summary.csv", "--cores", "2", env=env)
+    proc = snakemake(tmp_path, configfile, "--cores", "2", "results/summary.csv", env=env)
     ran = planned_jobs(proc.stdout + proc.stderr)
     assert {job("corpus", corpus="c"), job("pretrain", pretrain="pt"),
             job("train_gnn", dataset="bbb", model="gnn_bbb", seed=0)} <= ran  # fmt: skip
@@ -307,8 +307,10 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
     edited = copy.deepcopy(config)
     edited["corpora"]["c"]["max_molecules"] = 30
     (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
-    dry = snakemake(tmp_path, tmp_path / "edited.yaml", "results/summary.csv", "--cores", "1",
-                    "--dry-run", env=env)  # fmt: skip
+    dry = snakemake(
+        tmp_path, tmp_path / "edited.yaml", "--cores", "1", "--dry-run", "results/summary.csv",
+        env=env,
+    )  # fmt: skip
     expected = {
         job("corpus", corpus="c"), job("featurize_corpus", corpus="c", featurizer="graph"),
         job("pretrain", pretrain="pt"), job("train_gnn", dataset="logbb", model="gnn_pt", seed=0),
