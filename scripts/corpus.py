@@ -7,6 +7,7 @@ import sys
 from biomol_dl import logutil, tracking
 from biomol_dl.corpus import build_corpus
 from biomol_dl.io import DataError
+from biomol_dl.validate import count_metrics
 from snakemake_job import job_from_snakemake
 
 DOWNLOAD_CACHE = "resources/downloads"
@@ -28,14 +29,7 @@ try:
             diagnostics=(job.log["rejects"], job.log["summary"]),
         )
         run.set_tags({"corpus.sha256": summary.get("sha256", "")})
-        run.log_metrics(
-            {
-                "rows_in": summary["rows_in"],
-                "kept": summary["kept"],
-                "rejected": summary["rejected"],
-                **{f"rejected.{code}": n for code, n in summary["by_reason"].items()},
-            }
-        )
+        run.log_metrics(count_metrics(summary))
         run.log_artifact(job.output["summary"])
 except DataError as err:
     log.error("%s", err)

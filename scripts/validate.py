@@ -11,7 +11,7 @@ import sys
 
 from biomol_dl import logutil, tracking
 from biomol_dl.io import DataError
-from biomol_dl.validate import run_validation
+from biomol_dl.validate import count_metrics, run_validation
 from snakemake_job import job_from_snakemake
 
 job = job_from_snakemake(snakemake)
@@ -28,14 +28,7 @@ try:
             provenance=job.input.get("provenance") or None,
             diagnostics=(rejects_log, summary_log) if rejects_log and summary_log else None,
         )
-        run.log_metrics(
-            {
-                "rows_in": summary["rows_in"],
-                "kept": summary["kept"],
-                "rejected": summary["rejected"],
-                **{f"rejected.{code}": n for code, n in summary["by_reason"].items()},
-            }
-        )
+        run.log_metrics(count_metrics(summary))
         run.log_artifact(job.output["summary"])
 except DataError as err:
     # Bad data is the user's to fix: one line, no traceback.

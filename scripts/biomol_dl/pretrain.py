@@ -120,8 +120,7 @@ def run_pretraining(
     """
     from biomol_dl.hashing import sha256_file
     from biomol_dl.io import read_table
-    from biomol_dl.runtime import peak_memory_mb
-    from biomol_dl.train_job import _file_fingerprint, _NoRun, check_feature_ids
+    from biomol_dl.train_job import _file_fingerprint, _log_end, _NoRun, check_feature_ids
 
     wall0 = time.perf_counter()
     run = run or _NoRun()
@@ -239,19 +238,8 @@ def run_pretraining(
     }
     training.atomic_save(checkpoint, out_encoder)
     training.clear_resume_state(resume_dir)
-    wall = time.perf_counter() - wall0
-    summary = {
-        "best_epoch": result.best_epoch,
-        f"best_{result.monitor}": result.best_metric,
-        "epochs_run": len(result.history),
-        "wall_seconds": wall,
-        "train_seconds": result.train_seconds,
-        "peak_rss_mb": peak_memory_mb(),
-    }
-    run.log_metrics(summary)
-    run.set_tags({"device": result.device, "stopped_early": result.stopped_early})
-    log.info("done: best epoch %d (%s %.4f), %.1f s wall -> %s", result.best_epoch,
-             result.monitor, result.best_metric, wall, out_encoder)  # fmt: skip
+    summary = _log_end(run, result, torch.device(result.device), time.perf_counter() - wall0)
+    log.info("encoder -> %s", out_encoder)
     return summary
 
 

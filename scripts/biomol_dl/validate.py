@@ -887,6 +887,17 @@ def _label_stats(
 # -------------------------------------------------------------------------------- the rule
 
 
+def count_metrics(summary: dict) -> dict[str, int]:
+    """rows_in, kept, rejected and rejected.<reason> of a validation (or corpus) summary, as the
+    tracking run's metrics."""
+    return {
+        "rows_in": summary["rows_in"],
+        "kept": summary["kept"],
+        "rejected": summary["rejected"],
+        **{f"rejected.{code}": n for code, n in summary["by_reason"].items()},
+    }
+
+
 def run_validation(
     raw: str | Path,
     spec: dict,
