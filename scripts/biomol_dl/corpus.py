@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,111 +87,38 @@ def build_corpus(
     diagnostics: (rejects, summary) copies kept in the rule's log folder (they survive a failure).
     Raises DataError (one line) when a source cannot be read or no molecule remains.
     """
-    from rdkit import Chem
-
     from biomol_dl import validate
-    from biomol_dl.hashing import sha256_file
 
     options = validate.validation_options(
         {"kind": "smiles", "task": "regression", "validation": entry.get("validation") or {}},
         "corpus",
     )
     how = entry.get("exclude_match") or "inchikey"
-    by_key, by_smiles = excluded_molecules(exclude_tables or {}, how)
-    rejects: list[dict[str, Any]] = []
-    kept: list[dict[str, Any]] = []
-    first: dict[str, tuple[str, int]] = {}
-    per_source: list[dict[str, Any]] = []
-    for item in entry["sources"]:
-        label, table, origin = _read_source(item, mirror, cache_dir)
-        column = item["input_column"]
-        checker = validate._SmilesChecker(options, column)
-        lines = table.attrs.get(validate.LINES_ATTR)
-        counts: Counter[str] = Counter()
-        with checker.quiet():
-            for i, raw in enumerate(table[column].astype(str).tolist()):
-                where = {"source": label, "row": i + 1, "line": lines[i] if lines else None}
-                try:
-                    smiles, canonical = checker(raw)
-                except validate._Reject as err:
-                    reason = err.reason
-                    rejects.append({**where, "column": err.column, "value": err.value,
-                                    "reason": reason})  # fmt: skip
-                    counts[reason.split(":", 1)[0]] += 1
-                    continue
-                if canonical in first:
-                    src, row = first[canonical]
-                    reason = f"duplicate: the same molecule as {src} row {row}"
-                elif canonical in by_smiles:
-                    reason = f"excluded: in dataset {by_smiles[canonical]}"
-                else:
-                    reason = None
-                inchikey = _inchikey(Chem, canonical) if reason is None else ""
-                if reason is None and _match_key(inchikey, how) in by_key:
-                    dataset = by_key[_match_key(inchikey, how)]
-                    reason = f"excluded: in dataset {dataset} (InChIKey {inchikey}, match {how})"
-                if reason is not None:
-                    rejects.append({**where, "column": column, "value": raw, "reason": reason})
-                    counts[reason.split(":", 1)[0]] += 1
-                    continue
-                first[canonical] = (label, i + 1)
-                kept.append({"input": canonical, "inchikey": inchikey, **where})
-                counts["kept"] += 1
-        per_source.append(
-            {"source": label, "origin": origin, "input_column": column, "rows_in": len(table),
-             **dict(sorted(counts.items()))}
-        )  # fmt: skip
-        log.info("%s: %d rows, %s", label, len(table), dict(counts))
-
+    corpus = _Corpus(options, how, *excluded_molecules(exclude_tables or {}, how))
+    per_source = [
+        corpus.add(item, *_read_source(item, mirror, cache_dir)) for item in entry["sources"]
+    ]
     limit = entry.get("max_molecules")
-    if limit and len(kept) > limit:
-        rng = np.random.default_rng(SAMPLE_SEED)
-        chosen = set(rng.choice(len(kept), size=int(limit), replace=False).tolist())
-        for j, mol in enumerate(kept):
-            if j not in chosen:
-                rejects.append({"source": mol["source"], "row": mol["row"], "line": mol["line"],
-                                "column": None, "value": mol["input"],
-                                "reason": f"not_sampled: max_molecules {limit}"})  # fmt: skip
-        kept = [mol for j, mol in enumerate(kept) if j in chosen]
-
+    corpus.sample(limit)
+    molecules = corpus.table()
+    rejects = pd.DataFrame(corpus.rejects, columns=REJECT_COLUMNS).astype({"line": "Int64"})
     rows_in = sum(s["rows_in"] for s in per_source)
-    molecules = pd.DataFrame(
-        {
-            "id": [f"m{j + 1}" for j in range(len(kept))],
-            "input": [m["input"] for m in kept],
-            "inchikey": [m["inchikey"] for m in kept],
-            "source": [m["source"] for m in kept],
-            "row": [m["row"] for m in kept],
-        }
-    )
-    rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"line": "Int64"})
     summary = {
         "rows_in": rows_in,
         "kept": len(molecules),
-        "rejected": len(rejects_df),
-        "by_reason": dict(
-            sorted(Counter(r.split(":", 1)[0] for r in rejects_df["reason"]).items())
-        ),
+        "rejected": len(rejects),
+        "by_reason": dict(sorted(Counter(r.split(":", 1)[0] for r in rejects["reason"]).items())),
         "sources": per_source,
         "exclude": {
             "datasets": sorted(exclude_tables or {}),
             "match": how,
-            "molecules": len(by_key),
+            "molecules": len(corpus.by_key),
         },  # fmt: skip
         "max_molecules": limit,
         "validation": options,
     }
     assert summary["kept"] + summary["rejected"] == rows_in, "the corpus lost rows"
-    for path in (out_molecules, out_rejects, out_summary):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    targets = [(out_rejects, out_summary)] + ([diagnostics] if diagnostics else [])
-    if len(molecules):
-        molecules.to_csv(out_molecules, index=False)
-        summary["sha256"] = sha256_file(out_molecules)
-    for rejects_path, summary_path in targets:
-        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
-        rejects_df.to_csv(rejects_path, index=False)
-        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _write(molecules, rejects, summary, out_molecules, [(out_rejects, out_summary), diagnostics])
     if not len(molecules):
         kept_at = diagnostics or (out_rejects, out_summary)
         raise DataError(
@@ -203,8 +130,104 @@ def build_corpus(
     return summary
 
 
+class _Corpus:
+    """The molecules kept so far (first occurrence of each canonical SMILES) and every reject."""
+
+    def __init__(self, options: dict, how: str, by_key: dict, by_smiles: dict):
+        self.options, self.how, self.by_key, self.by_smiles = options, how, by_key, by_smiles
+        self.kept: list[dict[str, Any]] = []
+        self.rejects: list[dict[str, Any]] = []
+        self.first: dict[str, tuple[str, int]] = {}
+
+    def add(self, item: Mapping[str, Any], label: str, table: pd.DataFrame) -> dict[str, Any]:
+        """Check one source's rows; returns its counts for the summary."""
+        from biomol_dl import validate
+
+        column = item["input_column"]
+        checker = validate._SmilesChecker(self.options, column)
+        lines = table.attrs.get(validate.LINES_ATTR)
+        counts: Counter[str] = Counter()
+        with checker.quiet():
+            for i, raw in enumerate(table[column].astype(str).tolist()):
+                where = {"source": label, "row": i + 1, "line": lines[i] if lines else None}
+                try:
+                    _, canonical = checker(raw)
+                except validate._Reject as err:
+                    reject = {
+                        **where,
+                        "column": err.column,
+                        "value": err.value,
+                        "reason": err.reason,
+                    }
+                else:
+                    reason, inchikey = self._why_not(canonical)
+                    if reason is None:
+                        self.first[canonical] = (label, i + 1)
+                        self.kept.append({"input": canonical, "inchikey": inchikey, **where})
+                        counts["kept"] += 1
+                        continue
+                    reject = {**where, "column": column, "value": raw, "reason": reason}
+                self.rejects.append(reject)
+                counts[reject["reason"].split(":", 1)[0]] += 1
+        log.info("%s: %d rows, %s", label, len(table), dict(counts))
+        return {"source": label, "input_column": column, "rows_in": len(table),
+                **dict(sorted(counts.items()))}  # fmt: skip
+
+    def _why_not(self, canonical: str) -> tuple[str | None, str]:
+        """(reason the molecule is not kept or None, its InChIKey when kept)."""
+        from rdkit import Chem
+
+        if canonical in self.first:
+            source, row = self.first[canonical]
+            return f"duplicate: the same molecule as {source} row {row}", ""
+        if canonical in self.by_smiles:
+            return f"excluded: in dataset {self.by_smiles[canonical]}", ""
+        inchikey = _inchikey(Chem, canonical)
+        dataset = self.by_key.get(_match_key(inchikey, self.how))
+        if dataset is not None:
+            return f"excluded: in dataset {dataset} (InChIKey {inchikey}, match {self.how})", ""
+        return None, inchikey
+
+    def sample(self, limit: int | None) -> None:
+        """Keep a seeded sample of `limit` molecules; the others become not_sampled rejects."""
+        if not limit or len(self.kept) <= limit:
+            return
+        rng = np.random.default_rng(SAMPLE_SEED)
+        chosen = set(rng.choice(len(self.kept), size=int(limit), replace=False).tolist())
+        for j, mol in enumerate(self.kept):
+            if j not in chosen:
+                self.rejects.append({"source": mol["source"], "row": mol["row"],
+                                     "line": mol["line"], "column": None, "value": mol["input"],
+                                     "reason": f"not_sampled: max_molecules {limit}"})  # fmt: skip
+        self.kept = [mol for j, mol in enumerate(self.kept) if j in chosen]
+
+    def table(self) -> pd.DataFrame:
+        """molecules.csv: id, input (canonical SMILES), inchikey, source, row."""
+        return pd.DataFrame(
+            {
+                "id": [f"m{j + 1}" for j in range(len(self.kept))],
+                **{k: [m[k] for m in self.kept] for k in ("input", "inchikey", "source", "row")},
+            }
+        )
+
+
+def _write(molecules, rejects, summary, out_molecules, targets) -> None:
+    """molecules.csv (when any), and rejects + summary to each (rejects, summary) pair given."""
+    from biomol_dl.hashing import sha256_file
+
+    if len(molecules):
+        Path(out_molecules).parent.mkdir(parents=True, exist_ok=True)
+        molecules.to_csv(out_molecules, index=False)
+        summary["sha256"] = sha256_file(out_molecules)
+    for rejects_path, summary_path in (t for t in targets if t):
+        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+        rejects.to_csv(rejects_path, index=False)
+        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
 def _read_source(item: Mapping[str, Any], mirror: Any, cache_dir: str | Path):
-    """(display label, table of strings, origin) of one corpus source."""
+    """(display label, table of strings) of one corpus source."""
     from biomol_dl import sources
     from biomol_dl.io import read_raw_table
 
@@ -219,8 +242,4 @@ def _read_source(item: Mapping[str, Any], mirror: Any, cache_dir: str | Path):
         display_name=label,
         **sources.read_options(source),
     )
-    return label, table, label
-
-
-def sources_of(entry: Mapping[str, Any]) -> Sequence[dict]:
-    return [item["source"] for item in entry["sources"]]
+    return label, table

@@ -126,28 +126,11 @@ def run_pretraining(
     run = run or _NoRun()
     torch.set_num_threads(max(1, int(threads)))
     seed = int(spec.get("seed", 0))
-    objective = dict(spec.get("objective") or {})
-    val_fraction = float(objective.get("val_fraction", 0.05))
-    clip_q = float(objective.get("clip_quantile", 0.005))
     molecules = read_table(molecules_csv)
     features = torch.load(features_pt, map_location="cpu", weights_only=True)
     check_feature_ids(features, molecules["id"].tolist(), features_pt)
-    if "descriptors" not in features:
-        raise ValueError(f"{features_pt}: no descriptors (the corpus featurizer adds them)")
-    all_names = list(features["descriptor_names"])
-    wanted = objective.get("descriptors") or all_names
-    columns = [all_names.index(name) for name in wanted]
-    values = features["descriptors"].double().numpy()[:, columns]
-
     n = len(molecules)
-    rng = np.random.default_rng(seed)
-    is_val = np.zeros(n, dtype=bool)
-    n_val = max(1, round(val_fraction * n)) if n > 1 else 0
-    is_val[rng.permutation(n)[:n_val]] = True
-    targets = DescriptorTargets.fit(values, list(wanted), ~is_val, clip_q)
-    if not targets.names:
-        raise ValueError(f"{spec['name']}: no descriptor is defined and varies on the corpus")
-    y = targets.transform(values)
+    is_val, targets, y = _targets(features, spec, features_pt, n, seed)
 
     cfg, model_params = training.TrainConfig.from_params(spec.get("params") or {})
     # targets are standardized above: the loop's rmse is then in sd units, every descriptor alike
@@ -211,15 +194,45 @@ def run_pretraining(
 
     Path(out_history).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result.history).to_csv(out_history, index=False)
-    checkpoint = {
+    corpus = {"name": spec["corpus"], "sha256": corpus_sha, "molecules": n}
+    checkpoint = _encoder_checkpoint(spec, family, model, features, targets, corpus, result)
+    training.atomic_save(checkpoint, out_encoder)
+    training.clear_resume_state(resume_dir)
+    summary = _log_end(run, result, torch.device(result.device), time.perf_counter() - wall0)
+    log.info("encoder -> %s", out_encoder)
+    return summary
+
+
+def _targets(features, spec, features_pt, n: int, seed: int):
+    """(validation mask, DescriptorTargets fitted on the train molecules, targets y [N, D]):
+    a seeded `val_fraction` of the corpus holds out for early stopping."""
+    objective = dict(spec.get("objective") or {})
+    if "descriptors" not in features:
+        raise ValueError(f"{features_pt}: no descriptors (the corpus featurizer adds them)")
+    all_names = list(features["descriptor_names"])
+    wanted = objective.get("descriptors") or all_names
+    values = features["descriptors"].double().numpy()[:, [all_names.index(w) for w in wanted]]
+    is_val = np.zeros(n, dtype=bool)
+    n_val = max(1, round(float(objective.get("val_fraction", 0.05)) * n)) if n > 1 else 0
+    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    clip_q = float(objective.get("clip_quantile", 0.005))
+    targets = DescriptorTargets.fit(values, list(wanted), ~is_val, clip_q)
+    if not targets.names:
+        raise ValueError(f"{spec['name']}: no descriptor is defined and varies on the corpus")
+    return is_val, targets, targets.transform(values)
+
+
+def _encoder_checkpoint(spec, family, model, features, targets, corpus, result) -> dict:
+    """encoder.pt's dict (see the module docstring)."""
+    return {
         "format": ENCODER_FORMAT,
         "name": spec["name"],
         "family": family.name,
-        "hyperparameters": model_params,
+        "hyperparameters": dict(family.model_params),
         "encoder_signature": family.encoder_signature(),
         "featurizer": spec["featurizer"],
         "featurizer_spec": dict(spec["featurizer_spec"]),
-        "feature_meta": family.feature_meta(features, n),
+        "feature_meta": family.feature_meta(features, corpus["molecules"]),
         "state_dict": encoder_state(family, model),
         "descriptors": {
             "names": targets.names,
@@ -229,18 +242,13 @@ def run_pretraining(
             "sd": targets.sd,
             "dropped": targets.dropped,
         },
-        "corpus": {"name": spec["corpus"], "sha256": corpus_sha, "molecules": n},
+        "corpus": corpus,
         "best_epoch": result.best_epoch,
         "best_val_metric": result.best_metric,
         "monitor": result.monitor,
         "history": json.loads(json.dumps(result.history, default=float)),
         "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
     }
-    training.atomic_save(checkpoint, out_encoder)
-    training.clear_resume_state(resume_dir)
-    summary = _log_end(run, result, torch.device(result.device), time.perf_counter() - wall0)
-    log.info("encoder -> %s", out_encoder)
-    return summary
 
 
 def encoder_state(family: Family, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -131,17 +131,8 @@ def run_training(
         )  # fmt: skip
 
     _log_start(run, cfg, data, built, device, threads, model_spec, clean_csv)
-    fingerprint = {
-        "model": {k: model_spec.get(k) for k in ("family", "featurizer", "featurizer_spec")},
-        "model_params": model_params,
-        "label_columns": label_columns,
-        "inputs": {
-            "clean": _file_fingerprint(clean_csv),
-            "split": _file_fingerprint(split_csv),
-            "features": _file_fingerprint(features_pt),
-            "init": _file_fingerprint(init_file) if init_file else None,
-        },
-    }
+    files = {"clean": clean_csv, "split": split_csv, "features": features_pt, "init": init_file}
+    fingerprint = _resume_fingerprint(model_spec, model_params, label_columns, files)
     result = training.fit(
         built.model,
         lambda epoch: loader(built.subsets["train"], True, seed * 1000 + epoch),
@@ -260,6 +251,17 @@ def _build(family: Family, data: _Inputs) -> _Built:
         else sum(p.numel() for p in model.parameters() if p.requires_grad)
     )
     return _Built(dataset, subsets, model, trainable, n_params, n_trainable)
+
+
+def _resume_fingerprint(model_spec, model_params, label_columns, files) -> dict:
+    """What must match for a resume state to be used: the model, its params, the labels and
+    the input files (an unset `init` file is None)."""
+    return {
+        "model": {k: model_spec.get(k) for k in ("family", "featurizer", "featurizer_spec")},
+        "model_params": model_params,
+        "label_columns": label_columns,
+        "inputs": {k: _file_fingerprint(v) if v else None for k, v in files.items()},
+    }
 
 
 def _start_from(family: Family, built: _Built, model_spec, init_file) -> dict | None:

@@ -506,15 +506,22 @@ def predict(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     model.eval()
+    out = _raw_outputs(model, loader, task, device, precision)
+    if out is None:
+        return np.zeros((0, 0))
+    return _outputs_to_predictions(task, out, target_scaler)
+
+
+def _raw_outputs(model, loader: Iterable, task: str, device, precision: str) -> np.ndarray | None:
+    """The model's raw outputs over a loader, float64 [N, T | K], in the model's current mode;
+    None for an empty loader."""
     outs = []
     for batch in loader:
         batch = to_device(batch, device)
         with _autocast(device, precision):
             out = model(batch)
         outs.append(_check_output(out, batch["y"], task).float().cpu())
-    if not outs:
-        return np.zeros((0, 0))
-    return _outputs_to_predictions(task, torch.cat(outs).double().numpy(), target_scaler)
+    return torch.cat(outs).double().numpy() if outs else None
 
 
 @torch.no_grad()
@@ -548,15 +555,8 @@ def predict_mc_dropout(
             model.eval()
             for m in dropouts:
                 m.train()
-            outs = []
-            for batch in loader:
-                batch = to_device(batch, device)
-                with _autocast(device, precision):
-                    out = model(batch)
-                outs.append(_check_output(out, batch["y"], task).float().cpu())
-            draws.append(
-                _outputs_to_predictions(task, torch.cat(outs).double().numpy(), target_scaler)
-            )
+            out = _raw_outputs(model, loader, task, device, precision)
+            draws.append(_outputs_to_predictions(task, out, target_scaler))
     model.eval()
     return np.stack(draws)
 
