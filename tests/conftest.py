@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = (ROOT / ".." / "shared" / "datasets").resolve()
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent
+WORKSTATION_BIN = ROOT / "tests" / "workstation_bin"
+
+
+def workstation_env(extra: dict | None = None) -> dict[str, str]:
+    """The environment of a workstation Snakemake run: the venv's tools first, and no SLURM
+    controller (tests/workstation_bin/scontrol says so at once instead of the real client waiting
+    ~9 s per Snakemake start for a controller that is not running)."""
+    path = os.pathsep.join([str(BIN), str(WORKSTATION_BIN), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, **(extra or {})}
 
 
 def absolutize(config: dict) -> dict:
@@ -45,9 +54,9 @@ def snakemake(
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
     cmd += list(args)
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    full_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=workstation_env(env), timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
-from conftest import BIN, SNAKEFILE, snakemake, write_config
+from conftest import BIN, SNAKEFILE, snakemake, workstation_env, write_config
 
 TARGET = "results/tiny_logbb/train/mlp_morgan/seed0/predictions.csv"
 
@@ -72,7 +72,9 @@ def test_killed_training_job_resumes_to_the_same_result(tmp_path, tiny_config, r
         "1",
         TARGET,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=workstation_env()
+    )
     resume_file = work / "results" / "_resume" / "tiny_logbb" / "mlp_morgan" / "seed0" / "last.pt"
     deadline = time.monotonic() + 300
     victim = None

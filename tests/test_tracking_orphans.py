@@ -7,14 +7,13 @@ and the next invocation's store writer marks its run orphaned from Snakemake's m
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import subprocess
 import time
 
 import psutil
 import pytest
-from conftest import BIN, SNAKEFILE, snakemake, write_config
+from conftest import BIN, SNAKEFILE, snakemake, workstation_env, write_config
 from mlflow import MlflowClient
 
 TARGET = "results/tiny_logbb/train/mlp_morgan/seed0/predictions.csv"
@@ -69,7 +68,7 @@ def test_orphan_of_a_killed_snakemake_is_never_finished(tmp_path, tiny_config, w
     # Output to a file: an orphan keeps a pipe open after its parent is gone.
     with open(tmp_path / "first.log", "w") as log:
         main = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **env})  # fmt: skip
+                                env=workstation_env(env))  # fmt: skip
     deadline, trainer = time.monotonic() + 300, None
     while time.monotonic() < deadline and main.poll() is None:
         trainer = trainer or _trainer(psutil.Process(main.pid))
