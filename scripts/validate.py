@@ -17,6 +17,7 @@ from snakemake_job import job_from_snakemake
 job = job_from_snakemake(snakemake)
 log = logutil.configure(job.log_file)
 rejects_log, summary_log = job.log.get("rejects") or None, job.log.get("summary") or None
+excluded = job.params["spec"].get("exclude") or []  # datasets whose molecules are left out
 try:
     with tracking.job_run(job) as run:
         summary = run_validation(
@@ -27,6 +28,7 @@ try:
             job.output["summary"],
             provenance=job.input.get("provenance") or None,
             diagnostics=(rejects_log, summary_log) if rejects_log and summary_log else None,
+            exclude_tables=dict(zip(excluded, job.input.get("exclude") or [], strict=True)),
         )
         run.log_metrics(count_metrics(summary))
         run.log_artifact(job.output["summary"])

@@ -269,6 +269,12 @@ CASES: tuple[Case, ...] = (
     Case("search-tuned-from", "`tuned_from:` written by hand",
          "'models.mlp_morgan.tuned_from': set by the config loader",
          _set("models.mlp_morgan.tuned_from", "rf_morgan")),
+    Case("dataset-exclude-unknown", "a dataset's `exclude:` naming no dataset",
+         "'datasets.tiny_logbb.exclude.0': unknown dataset 'tiny_bbb'",
+         _set("datasets.tiny_logbb.exclude", ["tiny_bbb"])),
+    Case("dataset-exclude-itself", "a dataset excluding its own molecules",
+         "'datasets.tiny_logbb.exclude.0': a dataset cannot exclude itself",
+         _set("datasets.tiny_logbb.exclude", ["tiny_logbb"])),
     # --- YAML files
     Case("duplicate-top-key", "a file giving `resume_dir:` twice",
          f"line {TINY_LINES + 1}: duplicate key 'resume_dir' (first at line 3)",

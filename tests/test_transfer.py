@@ -230,6 +230,8 @@ def test_the_config_is_loaded_and_checked():
         "models__b__init": ({"model": "ds/a", "frozen_head_layers": 2},
                             "models.b.init.frozen_head_layers"),
         "pretrain__pt__params__descriptors": (True, "descriptors are what pretraining predicts"),
+        "datasets__other__exclude": (["nope"], "datasets.other.exclude.0': unknown dataset"),
+        "datasets__ds__exclude": (["ds"], "datasets.ds.exclude.0': a dataset cannot exclude itself"),
     }  # fmt: skip
     for key, (value, message) in cases.items():
         with pytest.raises(bdl_config.ConfigError, match=message.replace(".", r"\.")):
@@ -242,6 +244,37 @@ def test_the_config_is_loaded_and_checked():
     cycle = _config(models__a__init={"model": "other/b"}, models__b__init={"model": "ds/a"})
     with pytest.raises(bdl_config.ConfigError, match="cycle"):
         bdl_config.load_config(cycle)
+    both = _config(datasets__ds__exclude=["other"], datasets__other__exclude=["ds"])
+    with pytest.raises(bdl_config.ConfigError, match="exclude lists form a cycle"):
+        bdl_config.load_config(both)
+
+
+def test_a_dataset_leaves_out_exactly_the_excluded_molecules(tmp_path):
+    """`exclude` on a dataset: each row holding an excluded dataset's molecule (any SMILES of it)
+    is an `excluded` reject naming that dataset; kept + rejected = rows in."""
+    from biomol_dl.validate import run_validation
+
+    pd.DataFrame({"id": ["a", "b"], "input": ["CCO", "C[C@H](N)O"]}).to_csv(
+        tmp_path / "other.csv", index=False
+    )
+    raw = pd.DataFrame({"smiles": ["OCC", "CCN", "C[C@@H](N)O", "c1ccccc1", "CC O"],
+                        "y": ["1", "2", "3", "4", "5"]})  # fmt: skip
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    spec = {"kind": "smiles", "input_column": "smiles", "label_columns": ["y"],
+            "task": "regression", "exclude": ["other"]}  # fmt: skip
+    out = [tmp_path / n for n in ("clean.csv", "rejects.csv", "summary.json")]
+    tables = {"other": tmp_path / "other.csv"}
+    summary = run_validation(tmp_path / "raw.csv", spec, *out, exclude_tables=tables)
+    rejects = pd.read_csv(out[1])
+    assert pd.read_csv(out[0])["input"].tolist() == ["CCN", "C[C@@H](N)O", "c1ccccc1"]
+    assert (
+        rejects["row"].tolist() == [1, 5] and rejects["reason"][0] == "excluded: in dataset other"
+    )
+    assert summary["kept"] + summary["rejected"] == 5 and summary["exclude"]["removed"] == 1
+    connectivity = run_validation(tmp_path / "raw.csv", {**spec, "exclude_match": "connectivity"},
+                                  *out, exclude_tables=tables)  # fmt: skip
+    assert pd.read_csv(out[1])["reason"].str.startswith("excluded").sum() == 2  # + the stereoisomer
+    assert connectivity["exclude"] == {"datasets": ["other"], "match": "connectivity", "removed": 2}
 
 
 # ---------------------------------------------------------------------------- workflow
@@ -252,12 +285,18 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
     and a BBB classifier's model seeds a frozen one; a corpus edit re-runs exactly its chain."""
     tiny = pd.read_csv(ROOT / "tests" / "data" / "tiny_logbb.csv")
     tiny.to_csv(tmp_path / "logbb.csv", index=False)
-    tiny.assign(bbb=(tiny["logBB"] > -1).astype(int)).to_csv(tmp_path / "bbb.csv", index=False)
     b3db = pd.read_csv(
         __import__("importlib.util").util.find_spec("B3DB").submodule_search_locations[0]
-        + "/B3DB_classification.tsv", sep="\t", nrows=40,
+        + "/B3DB_classification.tsv", sep="\t", nrows=80,
     )  # fmt: skip
-    b3db[["SMILES"]].to_csv(tmp_path / "corpus.csv", index=False)
+    b3db[["SMILES"]][:40].to_csv(tmp_path / "corpus.csv", index=False)
+    # The BBB classifier's data: 40 other B3DB molecules and 20 of logBB's, which `exclude` drops.
+    bbb = pd.concat([
+        pd.DataFrame({"name": "b3db" + b3db["NO."][40:].astype(str), "smiles": b3db["SMILES"][40:],
+                      "bbb": (b3db["BBB+/BBB-"][40:] == "BBB+").astype(int)}),
+        tiny[:20].assign(bbb=(tiny["logBB"][:20] > -1).astype(int))[["name", "smiles", "bbb"]],
+    ])  # fmt: skip
+    bbb.to_csv(tmp_path / "bbb.csv", index=False)
     net = {"hidden": 16, "depth": 2, "epochs": 2, "batch_size": 16, "patience": 2}
     dataset = {"kind": "smiles", "input_column": "smiles", "id_column": "name",
                "split": {"strategy": "random", "fractions": [0.7, 0.15, 0.15]}, "seeds": [0]}  # fmt: skip
@@ -280,7 +319,8 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
                       "label_columns": ["logBB"], "task": "regression",
                       "models": ["gnn_pt", "gnn_from_bbb"]},
             "bbb": {**dataset, "source": {"type": "path", "path": str(tmp_path / "bbb.csv")},
-                    "label_columns": ["bbb"], "task": "binary", "models": ["gnn_bbb"]},
+                    "label_columns": ["bbb"], "task": "binary", "models": ["gnn_bbb"],
+                    "exclude": ["logbb"]},
         },
     }  # fmt: skip
     configfile = tmp_path / "config.yaml"
@@ -295,6 +335,10 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
     corpus = pd.read_csv(tmp_path / "results/_corpora/c/molecules.csv")
     logbb_keys = {Chem.MolToInchiKey(Chem.MolFromSmiles(s)) for s in tiny["smiles"]}
     assert not logbb_keys & set(corpus["inchikey"]) and len(corpus) > 20
+    bbb_clean = pd.read_csv(tmp_path / "results/bbb/validate/clean.csv")
+    assert not logbb_keys & {Chem.MolToInchiKey(Chem.MolFromSmiles(s)) for s in bbb_clean["input"]}
+    reasons = pd.read_csv(tmp_path / "results/bbb/validate/rejects.csv")["reason"]
+    assert reasons.str.startswith("excluded: in dataset logbb").sum() >= 20
     model = torch.load(tmp_path / "results/logbb/train/gnn_from_bbb/seed0/model.pt",
                        weights_only=True)  # fmt: skip
     source = torch.load(tmp_path / "results/bbb/train/gnn_bbb/seed0/model.pt", weights_only=True)
@@ -315,5 +359,22 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
         job("corpus", corpus="c"), job("featurize_corpus", corpus="c", featurizer="graph"),
         job("pretrain", pretrain="pt"), job("train_gnn", dataset="logbb", model="gnn_pt", seed=0),
         job("evaluate", dataset="logbb", model="gnn_pt", seed=0), "summary",
+    }  # fmt: skip
+    assert planned_jobs(dry.stdout + dry.stderr) == expected
+
+    # without `exclude`, the BBB set and everything built from it (the frozen logBB model) re-run
+    del edited["corpora"]["c"]["max_molecules"], edited["datasets"]["bbb"]["exclude"]
+    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    dry = snakemake(
+        tmp_path, tmp_path / "edited.yaml", "--cores", "1", "--dry-run", "results/summary.csv",
+        env=env,
+    )  # fmt: skip
+    expected = {
+        job("validate", dataset="bbb"), job("split", dataset="bbb", seed=0),
+        job("featurize", dataset="bbb", featurizer="graph"),
+        job("train_gnn", dataset="bbb", model="gnn_bbb", seed=0),
+        job("evaluate", dataset="bbb", model="gnn_bbb", seed=0),
+        job("train_gnn", dataset="logbb", model="gnn_from_bbb", seed=0),
+        job("evaluate", dataset="logbb", model="gnn_from_bbb", seed=0), "summary",
     }  # fmt: skip
     assert planned_jobs(dry.stdout + dry.stderr) == expected

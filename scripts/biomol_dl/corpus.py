@@ -69,6 +69,20 @@ def excluded_molecules(
     return by_key, by_smiles
 
 
+def exclusion_reason(
+    Chem: Any, canonical: str, by_key: Mapping[str, str], by_smiles: Mapping[str, str], how: str
+) -> tuple[str | None, str]:
+    """(why the molecule `canonical` is excluded or None, its InChIKey when it is not), given
+    the excluded datasets' molecules (excluded_molecules)."""
+    if canonical in by_smiles:
+        return f"excluded: in dataset {by_smiles[canonical]}", ""
+    inchikey = _inchikey(Chem, canonical)
+    dataset = by_key.get(_match_key(inchikey, how))
+    if dataset is not None:
+        return f"excluded: in dataset {dataset} (InChIKey {inchikey}, match {how})", ""
+    return None, inchikey
+
+
 def build_corpus(
     entry: Mapping[str, Any],
     out_molecules: str | Path,
@@ -180,13 +194,7 @@ class _Corpus:
         if canonical in self.first:
             source, row = self.first[canonical]
             return f"duplicate: the same molecule as {source} row {row}", ""
-        if canonical in self.by_smiles:
-            return f"excluded: in dataset {self.by_smiles[canonical]}", ""
-        inchikey = _inchikey(Chem, canonical)
-        dataset = self.by_key.get(_match_key(inchikey, self.how))
-        if dataset is not None:
-            return f"excluded: in dataset {dataset} (InChIKey {inchikey}, match {self.how})", ""
-        return None, inchikey
+        return exclusion_reason(Chem, canonical, self.by_key, self.by_smiles, self.how)
 
     def sample(self, limit: int | None) -> None:
         """Keep a seeded sample of `limit` molecules; the others become not_sampled rejects."""

@@ -66,6 +66,13 @@ def validate_spec(config: dict, dataset: str) -> dict[str, Any]:
     return spec
 
 
+def validate_exclude(config: dict, dataset: str) -> list[str]:
+    """The clean tables of the datasets in the dataset's `exclude` list, in its order."""
+    return [
+        f"results/{d}/validate/clean.csv" for d in config["datasets"][dataset].get("exclude") or []
+    ]
+
+
 def evaluate_uncertainty(config: dict, model: str) -> dict[str, Any]:
     """The model's `uncertainty:` entry, defaults filled: how evaluate calibrates on the
     validation split."""

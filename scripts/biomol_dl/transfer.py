@@ -117,6 +117,31 @@ def check_config(config: dict) -> None:
         if spec.get("init"):
             _check_init(config, name, spec)
     _check_cycles(config)
+    for name, spec in config["datasets"].items():
+        if spec.get("exclude") is not None or spec.get("exclude_match") is not None:
+            _check_dataset_exclude(config, name, spec)
+
+
+def _check_dataset_exclude(config: dict, name: str, spec: Mapping[str, Any]) -> None:
+    """A dataset's `exclude`: known smiles datasets, not itself, no dataset excluding itself
+    through others (their validate jobs would wait on each other)."""
+    path = f"datasets.{name}"
+    if spec["kind"] != "smiles":
+        raise _fail(f"{path}.exclude", "only a smiles dataset can exclude molecules")
+    for i, other in enumerate(spec.get("exclude") or []):
+        _known(f"{path}.exclude.{i}", "dataset", other, config["datasets"])
+        if other == name:
+            raise _fail(f"{path}.exclude.{i}", "a dataset cannot exclude itself")
+        if config["datasets"][other]["kind"] != "smiles":
+            raise _fail(f"{path}.exclude.{i}", f"dataset {other!r} holds no molecules")
+    chain, todo = [name], list(spec.get("exclude") or [])
+    while todo:
+        other = todo.pop()
+        if other == name:
+            raise _fail(f"{path}.exclude", f"exclude lists form a cycle through {name!r}")
+        if other not in chain:
+            chain.append(other)
+            todo.extend(config["datasets"][other].get("exclude") or [])
 
 
 def _check_corpus(config: dict, name: str, corpus: Mapping[str, Any]) -> None:

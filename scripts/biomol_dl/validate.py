@@ -550,13 +550,19 @@ def _class_sort_key(value: str) -> tuple[int, Decimal, str]:
 
 
 def validate_table(
-    df: pd.DataFrame, spec: dict, *, source_name: str
+    df: pd.DataFrame,
+    spec: dict,
+    *,
+    source_name: str,
+    excluded: tuple[dict[str, str], dict[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Validate a raw table of strings against a dataset spec.
 
     Returns (clean, rejects, summary): clean has `id, input, row, <labels>, <keep_columns>,
     n_merged`; rejects has REJECT_COLUMNS: `row` is the 1-based data row, `line` the file line on
     which it starts (from `df.attrs[LINES_ATTR]`, as read_raw_table sets it; empty without).
+    `excluded`: the molecules of the spec's `exclude` datasets (corpus.excluded_molecules); a
+    row holding one is rejected as `excluded` before labels and duplicates are looked at.
     """
     options = validation_options(spec, source_name)
     input_column, id_column = spec["input_column"], spec.get("id_column")
@@ -593,6 +599,8 @@ def validate_table(
     # 1. identifiers and inputs (a record the reader could not use is rejected with its reason)
     read_errors = df.attrs.get(READ_ERRORS_ATTR) or {}
     candidates, n_filled = _check_inputs(checker, inputs, ids, within_values, reject, read_errors)
+    if excluded is not None:
+        candidates = _drop_excluded(candidates, excluded, spec, inputs, reject)
 
     # 2. labels (class lists and binary mappings are decided from the rows still in play)
     parse, classes = _label_parser(
@@ -640,6 +648,25 @@ def validate_table(
     }
     assert summary["kept"] + summary["rejected"] == n, "validation lost rows"  # the invariant
     return clean, rejects_df, summary
+
+
+def _drop_excluded(candidates, excluded, spec, inputs, reject) -> list[dict[str, Any]]:
+    """The candidates whose molecule is in none of the `exclude` datasets; the others are
+    rejected with the dataset (and InChIKey) they matched."""
+    from rdkit import Chem
+
+    from biomol_dl.corpus import exclusion_reason
+
+    how = spec.get("exclude_match") or "inchikey"
+    kept = []
+    for cand in candidates:
+        reason, _ = exclusion_reason(Chem, cand["input"], *excluded, how)
+        if reason is None:
+            kept.append(cand)
+        else:
+            value = inputs[cand["i"]]
+            reject(cand["i"], cand["id"], _Reject(reason, spec["input_column"], value))
+    return kept
 
 
 def _check_inputs(
@@ -907,6 +934,7 @@ def run_validation(
     *,
     provenance: str | Path | None = None,
     diagnostics: tuple[str | Path, str | Path] | None = None,
+    exclude_tables: dict[str, str | Path] | None = None,
 ) -> dict:
     """Read `raw` as the spec's source describes, validate, and write clean / rejects / summary.
 
@@ -914,6 +942,9 @@ def run_validation(
     it (sources.display_name), not with the internal copy `raw`. `diagnostics`, a pair of paths
     (rejects, summary), receives copies of those two files, always: the validate rule points them
     into its log folder, which Snakemake keeps when the job fails.
+
+    `exclude_tables` ({dataset: its clean.csv}, for the spec's `exclude` list) removes those
+    datasets' molecules, each as an `excluded` reject.
 
     Returns the summary. Raises DataError (one line) for unreadable files, unknown columns and
     when no valid row remains (the rejects and summary are still written, and the message says
@@ -944,7 +975,23 @@ def run_validation(
             for e in origin.get("read_errors", [])
         }
     log.info("%s: %d rows, columns %s", name, len(df), list(df.columns))
-    clean, rejects, summary = validate_table(df, spec, source_name=name)
+    excluded = None
+    if spec.get("exclude"):
+        from biomol_dl.corpus import excluded_molecules
+
+        tables = exclude_tables or {}
+        missing = [d for d in spec["exclude"] if d not in tables]
+        if missing:
+            raise DataError(f"{name}: no clean table given for excluded dataset(s) {missing}")
+        how = spec.get("exclude_match") or "inchikey"
+        excluded = excluded_molecules({d: tables[d] for d in spec["exclude"]}, how)
+    clean, rejects, summary = validate_table(df, spec, source_name=name, excluded=excluded)
+    if spec.get("exclude"):
+        summary["exclude"] = {
+            "datasets": list(spec["exclude"]),
+            "match": spec.get("exclude_match") or "inchikey",
+            "removed": int(summary["by_reason"].get("excluded", 0)),
+        }
     summary["source"] = {"name": name, "file": str(raw), "format": fmt, "sha256": sha256_file(raw)}
     if origin:
         summary["source"].update(origin=origin.get("origin"), type=origin.get("type"))

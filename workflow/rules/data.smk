@@ -30,6 +30,8 @@ rule validate:
     input:
         raw=lambda wc: raw_path(wc.dataset),
         provenance=lambda wc: provenance_path(wc.dataset),
+        # The clean tables of the datasets whose molecules this one leaves out (`exclude`).
+        exclude=lambda wc: rule_params.validate_exclude(config, wc.dataset),
     output:
         clean="results/{dataset}/validate/clean.csv",
         rejects="results/{dataset}/validate/rejects.csv",
