@@ -348,28 +348,23 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
     summary = pd.read_csv(tmp_path / "results/summary.csv")
     assert {"gnn_pt", "gnn_from_bbb"} <= set(summary["model"])
 
+    def planned_after(edited: dict) -> set[str]:
+        (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        dry = snakemake(tmp_path, tmp_path / "edited.yaml", "--cores", "1", "--dry-run",
+                        "results/summary.csv", env=env)  # fmt: skip
+        return planned_jobs(dry.stdout + dry.stderr)
+
     edited = copy.deepcopy(config)
     edited["corpora"]["c"]["max_molecules"] = 30
-    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
-    dry = snakemake(
-        tmp_path, tmp_path / "edited.yaml", "--cores", "1", "--dry-run", "results/summary.csv",
-        env=env,
-    )  # fmt: skip
-    expected = {
+    assert planned_after(edited) == {
         job("corpus", corpus="c"), job("featurize_corpus", corpus="c", featurizer="graph"),
         job("pretrain", pretrain="pt"), job("train_gnn", dataset="logbb", model="gnn_pt", seed=0),
         job("evaluate", dataset="logbb", model="gnn_pt", seed=0), "summary",
     }  # fmt: skip
-    assert planned_jobs(dry.stdout + dry.stderr) == expected
 
     # without `exclude`, the BBB set and everything built from it (the frozen logBB model) re-run
     del edited["corpora"]["c"]["max_molecules"], edited["datasets"]["bbb"]["exclude"]
-    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
-    dry = snakemake(
-        tmp_path, tmp_path / "edited.yaml", "--cores", "1", "--dry-run", "results/summary.csv",
-        env=env,
-    )  # fmt: skip
-    expected = {
+    assert planned_after(edited) == {
         job("validate", dataset="bbb"), job("split", dataset="bbb", seed=0),
         job("featurize", dataset="bbb", featurizer="graph"),
         job("train_gnn", dataset="bbb", model="gnn_bbb", seed=0),
@@ -377,4 +372,3 @@ def test_corpus_pretrain_fine_tune_through_the_workflow(tmp_path):
         job("train_gnn", dataset="logbb", model="gnn_from_bbb", seed=0),
         job("evaluate", dataset="logbb", model="gnn_from_bbb", seed=0), "summary",
     }  # fmt: skip
-    assert planned_jobs(dry.stdout + dry.stderr) == expected
