@@ -38,9 +38,11 @@ def snakemake_cmd(
     targets: list[str],
     extra: Sequence[str] = (),
     set_threads: Sequence[str] = (),
+    rerun_triggers: Sequence[str] = (),
 ) -> list[str]:
     files = [catalog, *[e for e in extra if e != dataset_file], dataset_file]
     threads = ["--set-threads", *set_threads] if set_threads else []
+    threads += ["--rerun-triggers", *rerun_triggers] if rerun_triggers else []
     return [
         "/usr/bin/time", "-v", sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
@@ -89,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prep-targets", nargs="*", default=[],
                         help="files built (and timed) after the prep, before any model, e.g. "
                              "results/_pretrain/<name>/encoder.pt")  # fmt: skip
+    parser.add_argument(
+        "--rerun-triggers",
+        nargs="*",
+        default=[],
+        help="Snakemake's --rerun-triggers, e.g. mtime: continue a workdir made "
+        "before a code change that does not change its outputs",
+    )
     parser.add_argument("--set-threads", nargs="*", default=[],
                         help="Snakemake's --set-threads RULE=N, e.g. train_gnn=1 (two runs "
                              "side by side on two cores)")  # fmt: skip
@@ -108,7 +117,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def snakemake(targets: list[str]) -> list[str]:
         return snakemake_cmd(
-            workdir, args.catalog, ds_file, targets, args.extra_configs, args.set_threads
+            workdir,
+            args.catalog,
+            ds_file,
+            targets,
+            args.extra_configs,
+            args.set_threads,
+            args.rerun_triggers,
         )
 
     prep = [f"results/{ds}/split/seed{s}.csv" for s in args.seeds]
