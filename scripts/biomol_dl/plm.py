@@ -450,8 +450,9 @@ def quantize_int8(module: Any) -> Any:
 def for_inference(model: Any, precision: str, device: Any) -> tuple[Any, str]:
     """(model, precision used): the model on `device`, int8-quantized when that is the precision."""
     used = resolve_precision(precision, device)
-    if used == "int8":
+    if used == "int8" and not getattr(model, "int8_quantized", False):
         model = quantize_int8(model.to("cpu").eval())
+        model.int8_quantized = True
         log.info("int8: dynamic quantization of the Linear layers of %s", type(model).__name__)
     return model.to(device).eval(), used
 
