@@ -404,3 +404,26 @@ def test_esm2_by_hub_id_through_int8_frozen_and_cached_lora(tmp_path, esm_dir, m
         again = get_family(family)().predict(out["model"], SEQUENCES)["y_pred"].to_numpy()
         np.testing.assert_allclose(again, written, rtol=1e-5, atol=1e-6, err_msg=family)
     assert features["cache_layer"] == 1
+
+
+def test_cached_lora_trains_in_bf16_on_a_cpu_that_has_it(esm_dir):
+    features = PLMTokenFeaturizer(model=str(esm_dir), cache_layer=1).featurize_table(SEQUENCES)
+    cfg, rest = training.TrainConfig.from_params(
+        {**SMALL["plm_lora"], "epochs": 3, "lr": 1e-2, "device": "cpu", "precision": "bf16"}
+    )
+    torch.manual_seed(0)
+    model = plm_lora.build_model(features, 1, rest)
+    data = plm_lora.build_datasets(features, TARGETS, rest)
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    result = training.fit(
+        model,
+        lambda e: plm_lora.make_loader(data, batch_size=3, shuffle=True, seed=e, params=rest),
+        None,
+        task="regression",
+        config=cfg,
+        y_train=TARGETS,
+        parameters=plm_lora.trainable_parameters(model),
+    )
+    assert result.precision == ("bf16" if plm.cpu_supports_bf16() else "fp32")
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert lora_b.abs().sum() > 0  # the adapters above the cache trained

@@ -16,6 +16,11 @@ Anything that cannot be resolved raises `PLMError` with one line saying which mo
 provide it. Every job records the model's name, folder and a sha256 over its weight files.
 Sequences go to tokenizers space-separated ("M K V ..."), the convention of ProtBert, ProtT5 and
 AntiBERTy, which ESM tokenizers also accept.
+
+Forward passes over a table (`embed_sequences`, `states_entering`: the hidden states entering a
+layer, the LoRA family's frozen-layer cache) run at a `precision` (`resolve_precision`): fp32,
+bf16 autocast (CUDA; CPUs with native bf16) or int8 dynamic quantization (CPU), and log an
+estimate of their total time after the first batch.
 """
 
 from __future__ import annotations
@@ -700,8 +705,8 @@ def count_parameters(model: Any) -> tuple[int, int]:
 def checkpoint_report(model_pt: str | Path) -> tuple[dict, dict]:
     """(params, metrics) about the pretrained model behind a trained plm_* model.pt, for MLflow.
 
-    params: plm.model / source / path / weights_sha256 (+ quantization, pooling, layer when
-    known); metrics: trainable_fraction for LoRA. The training loop logs parameter counts, peak
+    params: plm.model / source / path / weights_sha256 (+ quantization, precision, cache layer,
+    pooling, layer when known); metrics: trainable_fraction for LoRA. The training loop logs parameter counts, peak
     memory and examples/s itself.
     """
     import torch
@@ -716,6 +721,9 @@ def checkpoint_report(model_pt: str | Path) -> tuple[dict, dict]:
         "model_type",
         "weights_sha256",
         "quantization",
+        "precision",
+        "cache_layer",
+        "cache_precision",
         "pooling",
         "layer",
         "max_length",

@@ -7,8 +7,10 @@ For the protein models (cnn, seq_transformer, plm_frozen, plm_lora) and the RF/M
   one-hot `X` (uint8) for the RF/MLP baselines.
 - `kmer`: normalized k-mer composition (k = 1, 2, 3 or a list of them) as `X`.
 - `aa_tokens`: residue tokens with a leading `<cls>`, for the transformer trained from scratch.
-- `plm_tokens`: token ids from a pretrained protein language model's own tokenizer (for LoRA).
-- `plm_embedding`: frozen mean-pooled embeddings of a pretrained model, computed once, as `X`.
+- `plm_tokens`: token ids from a pretrained protein language model's own tokenizer (for LoRA),
+  optionally with the frozen layers' output cached per sequence (`cache_layer`).
+- `plm_embedding`: frozen mean-pooled embeddings of a pretrained model, computed once, as `X`
+  (fp32, bf16 or int8: `precision`).
 
 Inputs are the validated sequences of the clean table, in its order. Sequences longer than
 `max_length` follow a stated policy (`truncate` keeps the N-terminal part, `crop_center` keeps the
