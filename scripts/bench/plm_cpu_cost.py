@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
             row["lora"] = lora_row(args, resolved, tokenizer, seqs, n_train, n_all)
         out["datasets"][name] = row
         print(name, json.dumps(row), file=sys.stderr, flush=True)
+    import resource
+
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(out, indent=2))
 
 
