@@ -178,6 +178,18 @@ CASES: tuple[Case, ...] = (
          _set("models.rf_morgan.params.n_estimators", True)),
     Case("featurizer-float-for-int", "morgan `n_bits: 512.0`",
          "'featurizers.morgan.n_bits': expected int", _set("featurizers.morgan.n_bits", 512.0)),
+    Case("plm-precision-unknown", "plm_embedding `precision: fp16` (CPU precisions: fp32, bf16, "
+         "int8)", "'featurizers.emb': plm_embedding: precision must be one of auto, fp32, bf16, "
+         "int8, got 'fp16'", _set("featurizers.emb", {"type": "plm_embedding", "precision": "fp16"})),
+    Case("plm-cache-layer-zero", "plm_tokens `cache_layer: 0` (the embeddings are no cache)",
+         "'featurizers.tok': plm_tokens: cache_layer must be >= 1 or null",
+         _set("featurizers.tok", {"type": "plm_tokens", "cache_layer": 0})),
+    Case("lora-below-cache", "plm_lora `layers_to_transform: [5, 6, 7]` on tokens with "
+         "`cache_layer: 6`", "'models.lora.params.layers_to_transform': layers [5] lie below "
+         "cache_layer 6", lambda c: (
+             _set("featurizers.tok", {"type": "plm_tokens", "cache_layer": 6})(c),
+             _set("models.lora", {"family": "plm_lora", "featurizer": "tok",
+                                  "params": {"layers_to_transform": [5, 6, 7]}})(c))),
     Case("grid-value-type", "grid `epochs: [5, 10.5]`", "'models.mlp_morgan.grid.epochs.1'",
          _set("models.mlp_morgan.grid", {"epochs": [5, 10.5]})),
     Case("split-option-type", "scaffold `balanced: \"yes\"`", "balanced must be true or false",

@@ -205,3 +205,33 @@ def test_hub_id_resolves_through_snapshot_download(esm_dir, monkeypatch):
         ("facebook/esm2_t6_8M_UR50D", "abc123", ("*.json", "*.txt", "*.model", "*.safetensors"))
     ]
     assert plm.load_tokenizer(resolved).pad_token_id == 1
+
+
+def test_embedding_precisions_on_cpu(esm_dir, monkeypatch, caplog):
+    spec = {"type": "plm_embedding", "model": str(esm_dir), "device": "cpu"}
+    fp32 = build_featurizer({**spec, "precision": "fp32"}).featurize_table(SEQUENCES)
+    assert fp32["precision"] == "fp32"
+    for precision in ("bf16", "int8"):
+        out = build_featurizer({**spec, "precision": precision}).featurize_table(SEQUENCES)
+        expected = "fp32" if precision == "bf16" and not plm.cpu_supports_bf16() else precision
+        assert out["precision"] == expected
+        cosine = torch.nn.functional.cosine_similarity(out["X"], fp32["X"], dim=1)
+        assert cosine.min() > 0.98 and not torch.equal(out["X"], fp32["X"]), precision
+    monkeypatch.setattr(plm, "cpu_supports_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="biomol_dl"):
+        assert plm.resolve_precision("bf16", "cpu") == "fp32"
+    assert "no native bf16 (avx512_bf16 / AMX), running in fp32" in caplog.text
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
+        build_featurizer({**spec, "precision": "fp16"})
+
+
+def test_states_entering_a_layer_are_the_layer_inputs(esm_dir):
+    resolved = plm.resolve_model(str(esm_dir))
+    tokenizer, model = plm.load_tokenizer(resolved), plm.load_model(resolved)
+    states = plm.states_entering(model, tokenizer, SEQUENCES[:2], layer=1, precision="fp32")
+    ids = torch.tensor(plm.tokenize(tokenizer, [SEQUENCES[1]]))
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[1][0]
+    torch.testing.assert_close(states[1].float(), hidden, atol=2e-3, rtol=1e-3)  # fp16 storage
+    with pytest.raises(plm.PLMError, match="cache_layer=2: must be between 1 and 1"):
+        plm.states_entering(model, tokenizer, SEQUENCES, layer=2)

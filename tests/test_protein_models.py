@@ -1,22 +1,26 @@
 """Protein model families (cnn, seq_transformer, plm_frozen, plm_lora) against the training loop:
 padding changes nothing, each overfits a handful of sequences, LoRA trains only adapters + head
-and its model.pt (adapters + head only) reloads to the same predictions."""
+and its model.pt (adapters + head only) reloads to the same predictions; LoRA on cached frozen
+layers matches the full forward pass, int8 inference, the cost estimate, and ESM-2 by hub id
+through frozen, int8 and cached-LoRA jobs."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest_plm import SEQUENCES, make_tiny_esm
+from conftest_plm import SEQUENCES, make_hub_cache, make_tiny_bert, make_tiny_esm
 
-from biomol_dl import train_job, training
+from biomol_dl import plm, train_job, training
 from biomol_dl.features.protein import (
     AminoAcidTokenFeaturizer,
     OneHotFeaturizer,
     PLMTokenFeaturizer,
 )
-from biomol_dl.models.base import Functions
+from biomol_dl.models.base import Functions, get_family
 
 cnn, plm_frozen, plm_lora, seq_transformer = (
     Functions(name) for name in ("cnn", "plm_frozen", "plm_lora", "seq_transformer")
@@ -273,3 +277,153 @@ def test_lora_head_serves_every_task(task, y, esm_dir):
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="differs from the model the tokens were made with"):
         plm_lora.build_model(features, n_outputs, {"model": "antiberty"})
+
+
+# --- CPU levers (issue 16): cached frozen layers, int8 inference, the cost estimate ------------
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def _loss_and_grads(features, params: dict) -> tuple[float, dict]:
+    """Loss and gradients of one batch of all sequences, dropout off, adapters made non-zero."""
+    torch.manual_seed(0)
+    model = plm_lora.build_model(features, 1, params).eval()
+    generator = torch.Generator().manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
+            p.data = 0.1 * torch.randn(p.shape, generator=generator)
+    data = plm_lora.build_datasets(features, TARGETS, params)
+    batch = next(iter(plm_lora.make_loader(data, batch_size=6, shuffle=False, seed=0, params={})))
+    loss = (model(batch) - batch["y"]).square().mean()
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return float(loss.detach()), grads
+
+
+@pytest.mark.parametrize("arch", ["esm", "bert"])
+def test_cached_frozen_layers_give_the_full_forward_loss_and_gradients(arch, esm_dir, bert_dir):
+    folder = str(esm_dir if arch == "esm" else bert_dir)
+    n_layers = 2 if arch == "esm" else 3
+    params = {**SMALL["plm_lora"], "layers_to_transform": [n_layers - 1]}
+    full = PLMTokenFeaturizer(model=folder).featurize_table(SEQUENCES)
+    cached = PLMTokenFeaturizer(model=folder, cache_layer=n_layers - 1).featurize_table(SEQUENCES)
+    assert cached["cache_states"][0].dtype == torch.float16
+    assert [len(s) for s in cached["cache_states"]] == full["lengths"].tolist()
+    loss_full, grads_full = _loss_and_grads(full, params)
+    loss_cached, grads_cached = _loss_and_grads(cached, {**params, "layers_to_transform": None})
+    # the only difference is the cache's fp16 rounding: 1e-3 relative on loss and gradients
+    assert grads_full.keys() == grads_cached.keys() and any("lora_A" in k for k in grads_full)
+    assert loss_cached == pytest.approx(loss_full, rel=1e-3)
+    for name, g in grads_full.items():
+        scale = float(g.abs().max())
+        assert scale > 0 and float((grads_cached[name] - g).abs().max()) <= 1e-3 * scale, name
+    model = plm_lora.build_model(cached, 1, params)
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(".layer.0." in n for n in names)  # the cached layers are gone
+    assert model.base_info["cache_layer"] == n_layers - 1
+    with pytest.raises(ValueError, match=r"layers_to_transform \[0\] lie below"):
+        plm_lora.build_model(cached, 1, {**params, "layers_to_transform": [0]})
+
+
+def test_int8_inference_follows_the_trained_weights(esm_dir):
+    features = _features("plm_lora", esm_dir)
+    params = {**SMALL["plm_lora"], "int8_inference": True}
+    torch.manual_seed(0)
+    model = plm_lora.build_model(features, 1, params).eval()
+    data = plm_lora.build_datasets(features, TARGETS, params)
+    batch = next(iter(plm_lora.make_loader(data, batch_size=6, shuffle=False, seed=0, params={})))
+    with torch.no_grad():
+        int8 = model(batch)
+        copy = model._int8[1]
+        assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in copy.modules())
+        model.int8_inference = False
+        fp32 = model(batch)
+        model.int8_inference = True
+    assert float((int8 - fp32).abs().max()) < 0.05 * float(fp32.abs().max()) + 1e-3
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    with torch.no_grad():
+        lora_b.add_(1.0)  # a training step: the int8 copy must be made again
+        changed = model(batch)
+    assert model._int8[1] is not copy and not torch.allclose(changed, int8)
+    model.train()
+    assert model(batch).requires_grad  # training never runs through the int8 copy
+
+
+def test_cost_estimate_is_logged_and_fails_fast_over_the_runtime(esm_dir, caplog):
+    from biomol_dl.models.plm_lora import PLMLoRAFamily
+
+    features = _features("plm_lora", esm_dir)
+    family = PLMLoRAFamily({**SMALL["plm_lora"], "epochs": 3, "batch_size": 2, "device": "cpu"})
+    model = family.build_model(features, 1)
+    train = torch.utils.data.Subset(family.build_datasets(features, TARGETS), [0, 1, 2, 3])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with caplog.at_level(logging.INFO, logger="biomol_dl"):
+        family.prepare_model(model, train)
+    assert (
+        "plm_lora cost estimate:" in caplog.text and "min per epoch (2 train batches" in caplog.text
+    )
+    assert all(torch.equal(before[n], p) and p.grad is None for n, p in model.named_parameters())
+    family.runtime = 1e-9
+    with pytest.raises(RuntimeError, match=r"exceeds the rule's runtime of 0 min; set cache_layer"):
+        family.prepare_model(model, train)
+
+
+def test_esm2_by_hub_id_through_int8_frozen_and_cached_lora(tmp_path, esm_dir, monkeypatch):
+    import huggingface_hub
+
+    hub = "facebook/esm2_t6_8M_UR50D"
+    make_hub_cache(tmp_path / "hub", hub, esm_dir)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert plm.resolve_model(hub).source == "hub"
+    loop = {"epochs": 2, "batch_size": 2, "lr": 1e-2, "device": "cpu"}
+    jobs = {
+        "plm_frozen": ({"type": "plm_embedding", "model": hub, "precision": "int8"},
+                       {"hidden": [8], "dropout": 0.0, **loop}),
+        "plm_lora": ({"type": "plm_tokens", "model": hub, "cache_layer": 1},
+                     {**SMALL["plm_lora"], "int8_inference": True, **loop}),
+    }  # fmt: skip
+    for family, (featurizer, params) in jobs.items():
+        from biomol_dl.features import build_featurizer
+
+        features = build_featurizer(featurizer).featurize_table(SEQUENCES)
+        spec = {"name": family, "family": family, "featurizer": "f", "featurizer_spec": featurizer,
+                "params": params}  # fmt: skip
+        folder = tmp_path / family
+        folder.mkdir()
+        out = {k: folder / f"{k}.x" for k in ("model", "predictions", "history")}
+        train_job.run_training(family, **_write_job_inputs(folder, features), model_spec=spec,
+                               task="regression", label_columns=["y"], seed=0,
+                               out_model=out["model"], out_predictions=out["predictions"],
+                               out_history=out["history"])  # fmt: skip
+        written = pd.read_csv(out["predictions"])["y_pred"].to_numpy()
+        # the predict rule's path: featurize new inputs as the checkpoint says, then the model
+        again = get_family(family)().predict(out["model"], SEQUENCES)["y_pred"].to_numpy()
+        np.testing.assert_allclose(again, written, rtol=1e-5, atol=1e-6, err_msg=family)
+    assert features["cache_layer"] == 1
+
+
+def test_cached_lora_trains_in_bf16_on_a_cpu_that_has_it(esm_dir):
+    features = PLMTokenFeaturizer(model=str(esm_dir), cache_layer=1).featurize_table(SEQUENCES)
+    cfg, rest = training.TrainConfig.from_params(
+        {**SMALL["plm_lora"], "epochs": 3, "lr": 1e-2, "device": "cpu", "precision": "bf16"}
+    )
+    torch.manual_seed(0)
+    model = plm_lora.build_model(features, 1, rest)
+    data = plm_lora.build_datasets(features, TARGETS, rest)
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    result = training.fit(
+        model,
+        lambda e: plm_lora.make_loader(data, batch_size=3, shuffle=True, seed=e, params=rest),
+        None,
+        task="regression",
+        config=cfg,
+        y_train=TARGETS,
+        parameters=plm_lora.trainable_parameters(model),
+    )
+    assert result.precision == ("bf16" if plm.cpu_supports_bf16() else "fp32")
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert lora_b.abs().sum() > 0  # the adapters above the cache trained

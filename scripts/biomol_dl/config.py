@@ -324,9 +324,18 @@ def featurizer_params(type_name: str) -> dict[str, str]:
 
 
 def check_featurizer(name: str, spec: Mapping) -> None:
-    """A featurizer's keys are its class's keyword arguments, of their annotated types."""
+    """A featurizer's keys are its class's keyword arguments, of their annotated types; protein
+    featurizers are also built, which checks their values (length policy, pooling, precision,
+    cache layer: their constructors load nothing)."""
+    from biomol_dl.features import KINDS, get_featurizer_class
+
     params = {k: v for k, v in spec.items() if k != "type"}
     check_params(f"featurizers.{name}", params, featurizer_params(spec["type"]))
+    if KINDS[spec["type"]] == "protein":
+        try:
+            get_featurizer_class(spec["type"])(**params)
+        except ValueError as err:
+            raise ConfigError(f"invalid config at 'featurizers.{name}': {err}") from None
 
 
 def model_family(name: str, spec: Mapping):
@@ -505,6 +514,21 @@ def _label(value: Any) -> str:
 # ------------------------------------------------------------------------- cross-checks
 
 
+def _check_cached_layers(name: str, spec: Mapping, featurizer: Mapping) -> None:
+    """A LoRA model cannot adapt a layer below its tokens' cache_layer (that output is fixed)."""
+    cache_layer = featurizer.get("cache_layer")
+    layers = (spec.get("params") or {}).get("layers_to_transform")
+    if cache_layer is None or layers is None:
+        return
+    below = sorted(i for i in ([layers] if isinstance(layers, int) else layers) if i < cache_layer)
+    if below:
+        raise ConfigError(
+            f"invalid config at 'models.{name}.params.layers_to_transform': layers {below} lie "
+            f"below cache_layer {cache_layer} of featurizer {spec['featurizer']!r}, whose output "
+            "is cached and fixed; adapt layers >= cache_layer or lower cache_layer"
+        )
+
+
 def cross_check(config: dict) -> None:
     """Every name a dataset, model or predict entry refers to must exist, and kinds must match."""
     from biomol_dl.features import KINDS
@@ -527,6 +551,7 @@ def cross_check(config: dict) -> None:
             )
         if "__" in name:  # grid-expanded: parse the combination
             family.split_params(spec.get("params", {}), f"models.{name}.params")
+        _check_cached_layers(name, spec, config["featurizers"][spec["featurizer"]])
     for dname, ds in config["datasets"].items():
         for i, model in enumerate(ds["models"]):
             matches = [m for m in config["models"] if m == model or m.startswith(f"{model}__")]

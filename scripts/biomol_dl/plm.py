@@ -16,6 +16,11 @@ Anything that cannot be resolved raises `PLMError` with one line saying which mo
 provide it. Every job records the model's name, folder and a sha256 over its weight files.
 Sequences go to tokenizers space-separated ("M K V ..."), the convention of ProtBert, ProtT5 and
 AntiBERTy, which ESM tokenizers also accept.
+
+Forward passes over a table (`embed_sequences`, `states_entering`: the hidden states entering a
+layer, the LoRA family's frozen-layer cache) run at a `precision` (`resolve_precision`): fp32,
+bf16 autocast (CUDA; CPUs with native bf16) or int8 dynamic quantization (CPU), and log an
+estimate of their total time after the first batch.
 """
 
 from __future__ import annotations
@@ -374,6 +379,160 @@ def residue_mask(input_ids: Any, attention_mask: Any, specials: list[int]) -> An
     return attention_mask.bool() & ~torch.isin(input_ids, special)
 
 
+# --- precision ----------------------------------------------------------------------------------
+# What a protein LM's forward passes run in. bf16 is autocast (weights stay fp32, matrix products
+# in bf16); int8 is dynamic quantization of the Linear layers (int8 weights, activations quantized
+# per batch), for inference only. torch.ao.quantization.quantize_dynamic is deprecated in torch
+# 2.13 in favour of torchao, but torchao 0.18's int8 CPU path (Int8DynamicActivationInt8Weight)
+# ran slower than fp32 here, eager or under torch.compile (BENCHMARKS.md, issue 16), while
+# quantize_dynamic's fbgemm kernels run 2-3x faster than fp32: it stays until torch removes it.
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), which is when autocast pays."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """The precision a PLM actually runs in on `device`: fp32 | bf16 | fp16 | int8.
+
+    auto: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU. bf16 on a CPU without
+    native bf16 falls back to fp32 with a warning (emulated bf16 is slower than fp32). int8 is a
+    CPU path; on CUDA the model runs in bf16 / fp16 instead, said in the log.
+    """
+    import torch
+
+    if precision not in (*PRECISIONS, "fp16"):
+        raise PLMError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if precision == "int8":
+            log.info("precision int8 is dynamic quantization for CPUs; on CUDA running in %s", half)
+        return "fp32" if precision == "fp32" else half
+    if precision in ("auto", "fp32", "fp16"):
+        if precision == "fp16":
+            log.info("precision fp16 applies on CUDA only; running in fp32 on %s", device)
+        return "fp32"
+    if precision == "bf16" and not cpu_supports_bf16():
+        log.warning(
+            "precision bf16: this CPU has no native bf16 (avx512_bf16 / AMX), running in fp32"
+        )
+        return "fp32"
+    return precision
+
+
+def autocast(device: Any, used: str) -> Any:
+    """The autocast context of a resolved precision (bf16 / fp16), else a null context."""
+    import torch
+
+    if used in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if used == "bf16" else torch.float16
+        return torch.autocast(torch.device(device).type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def quantize_int8(module: Any) -> Any:
+    """A copy of `module` whose Linear layers are dynamically quantized to int8 (CPU inference)."""
+    import torch
+
+    with warnings.catch_warnings():
+        # the deprecation of torch.ao.quantization: see the comment above PRECISIONS
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated")
+        return torch.ao.quantization.quantize_dynamic(
+            module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+        )
+
+
+def for_inference(model: Any, precision: str, device: Any) -> tuple[Any, str]:
+    """(model, precision used): the model on `device`, int8-quantized when that is the precision."""
+    used = resolve_precision(precision, device)
+    if used == "int8" and not getattr(model, "int8_quantized", False):
+        model = quantize_int8(model.to("cpu").eval())
+        model.int8_quantized = True
+        log.info("int8: dynamic quantization of the Linear layers of %s", type(model).__name__)
+    return model.to(device).eval(), used
+
+
+# --- forward passes over a table -----------------------------------------------------------------
+
+
+def encoder_layers(model: Any) -> Any:
+    """The ModuleList of an encoder's transformer layers (BERT, ESM: `encoder.layer`)."""
+    import torch
+
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, torch.nn.ModuleList)
+            and name.rsplit(".", 1)[-1] in ("layer", "layers")
+            and (n is None or len(module) == n)
+        ):
+            return module
+    raise PLMError(f"cannot find the encoder layers of {type(model).__name__}")
+
+
+def _table_batches(
+    model: Any,
+    tokenizer: Any,
+    sequences: list[str],
+    *,
+    batch_tokens: int,
+    device: Any,
+    used: str,
+    forward,
+    what: str,
+):
+    """Yield (rows, ids, mask, forward's result) over the sequences, longest first (an
+    out-of-memory error shows up at once, not after an hour), at most `batch_tokens` padded
+    tokens a batch; logs a time estimate after the first (longest) batch and progress after."""
+    import time
+
+    import torch
+
+    from biomol_dl.batching import collate_tokens, plan_batches
+
+    encoded = tokenize(tokenizer, sequences)
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches = plan_batches(
+        lengths[order], batch_size=max(1, len(order)), max_tokens=batch_tokens, shuffle=False
+    )
+    device = torch.device(device)
+    model.eval()
+    start, done = time.perf_counter(), 0
+    with torch.inference_mode(), autocast(device, used):
+        for b, batch in enumerate(batches):
+            rows = order[batch]
+            examples = [{"ids": torch.tensor(encoded[r]), "y": torch.zeros(0)} for r in rows]
+            padded = collate_tokens(examples, "ids", tokenizer.pad_token_id)
+            ids, attn = padded["ids"].to(device), padded["mask"].to(device)
+            yield rows, ids, attn, forward(ids, attn)
+            done += len(rows)
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            if b == 0 and len(batches) > 1:
+                tokens_s = len(rows) * ids.shape[1] / elapsed
+                log.info(
+                    "%s: first (longest) batch %.1f sequences/s at %s; all %d sequences: about "
+                    "%.1f min (an upper bound: later batches are shorter)",
+                    what,
+                    len(rows) / elapsed,
+                    used,
+                    len(sequences),
+                    float(lengths.sum()) / tokens_s / 60,
+                )
+            if (b + 1) % max(1, len(batches) // 10) == 0 or b + 1 == len(batches):
+                log.info("%s: %d/%d sequences (%.1f/s)", what, done, len(sequences), done / elapsed)
+
+
 def embed_sequences(
     model: Any,
     tokenizer: Any,
@@ -387,54 +546,91 @@ def embed_sequences(
 ) -> Any:
     """Pooled embeddings [N, H] (float32, CPU) of residue strings, in input order.
 
-    Sequences run longest first (an out-of-memory error shows up at once, not after an hour) in
-    batches of at most `batch_tokens` padded tokens. precision: auto = bf16 autocast on CUDA
-    (fp16 where bf16 is unsupported), fp32 everywhere else; fp32 = never autocast.
+    Batches of at most `batch_tokens` padded tokens, longest first. precision: see
+    `resolve_precision` (int8 runs a quantized copy of the model).
     """
-    import time
-
     import torch
 
-    from biomol_dl.batching import collate_tokens, plan_batches
-
-    encoded = tokenize(tokenizer, sequences)
-    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
-    batches = plan_batches(
-        lengths[order], batch_size=max(1, len(order)), max_tokens=batch_tokens, shuffle=False
-    )
+    model, used = for_inference(model, precision, device)
     specials = special_ids(tokenizer)
-    device = torch.device(device)
-    autocast: Any = contextlib.nullcontext()
-    if device.type == "cuda" and precision == "auto":
-        half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        autocast = torch.autocast("cuda", dtype=half)
+
+    def forward(ids, attn):
+        result = model(input_ids=ids, attention_mask=attn.long(), output_hidden_states=layer != -1)
+        hidden = result.last_hidden_state if layer == -1 else result.hidden_states[layer]
+        return pool(hidden.float(), residue_mask(ids, attn, specials), pooling).cpu()
+
     out: Any = None
-    model.eval()
-    start, done = time.perf_counter(), 0
-    with torch.inference_mode(), autocast:
-        for b, batch in enumerate(batches):
-            rows = order[batch]
-            examples = [{"ids": torch.tensor(encoded[r]), "y": torch.zeros(0)} for r in rows]
-            padded = collate_tokens(examples, "ids", tokenizer.pad_token_id)
-            ids, attn = padded["ids"].to(device), padded["mask"].to(device)
-            result = model(
-                input_ids=ids, attention_mask=attn.long(), output_hidden_states=layer != -1
-            )
-            hidden = result.last_hidden_state if layer == -1 else result.hidden_states[layer]
-            pooled = pool(hidden.float(), residue_mask(ids, attn, specials), pooling).cpu()
-            if out is None:
-                out = torch.zeros(len(sequences), pooled.shape[1])
-            out[torch.as_tensor(rows)] = pooled
-            done += len(rows)
-            if (b + 1) % max(1, len(batches) // 10) == 0 or b + 1 == len(batches):
-                log.info(
-                    "embedded %d/%d sequences (%.1f/s)",
-                    done,
-                    len(sequences),
-                    done / max(time.perf_counter() - start, 1e-9),
-                )
+    batches = _table_batches(model, tokenizer, sequences, batch_tokens=batch_tokens,
+                             device=device, used=used, forward=forward, what="embedded")  # fmt: skip
+    for rows, _, _, pooled in batches:
+        if out is None:
+            out = torch.zeros(len(sequences), pooled.shape[1])
+        out[torch.as_tensor(rows)] = pooled
     return out if out is not None else torch.zeros(0, 0)
+
+
+class _Entered(Exception):
+    """Raised by the pre-hook of the cache layer: what enters it is all that is needed."""
+
+
+def states_entering(
+    model: Any,
+    tokenizer: Any,
+    sequences: list[str],
+    *,
+    layer: int,
+    batch_tokens: int = 8192,
+    device: Any = "cpu",
+    precision: str = "auto",
+) -> list:
+    """The hidden states entering encoder layer `layer` (0-based; 1 = the output of the first
+    layer): one fp16 tensor [tokens, H] per sequence, special tokens included, in input order.
+
+    The frozen layers below `layer` run in eval mode (no dropout); the layers from `layer` up
+    are never computed. For the LoRA family's cache (models/plm_lora.py).
+    """
+    import torch
+
+    layers = encoder_layers(model)
+    if not 1 <= int(layer) < len(layers):
+        raise PLMError(
+            f"cache_layer={layer}: must be between 1 and {len(layers) - 1} (the model has "
+            f"{len(layers)} layers; the cache holds what enters that layer)"
+        )
+    model, used = for_inference(model, precision, device)
+    captured: list = []
+
+    def capture(module, args, kwargs):
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Entered
+
+    def forward(ids, attn):
+        captured.clear()
+        try:
+            model(input_ids=ids, attention_mask=attn.long())
+        except _Entered:
+            pass
+        return captured[0].float().cpu()
+
+    handle = encoder_layers(model)[int(layer)].register_forward_pre_hook(capture, with_kwargs=True)
+    parts: dict[int, Any] = {}
+    fp16_max = torch.finfo(torch.float16).max
+    try:
+        batches = _table_batches(model, tokenizer, sequences, batch_tokens=batch_tokens,
+                                 device=device, used=used, forward=forward,
+                                 what=f"states entering layer {layer}")  # fmt: skip
+        for rows, _, attn, hidden in batches:
+            biggest = float(hidden.abs().max())
+            if not biggest <= fp16_max:
+                raise PLMError(
+                    f"hidden states entering layer {layer} reach {biggest:.3g}, beyond fp16; "
+                    "choose another cache_layer"
+                )
+            for j, r in enumerate(rows.tolist()):
+                parts[r] = hidden[j, : int(attn[j].sum())].half()
+    finally:
+        handle.remove()
+    return [parts[i] for i in range(len(sequences))]
 
 
 # --- LoRA ----------------------------------------------------------------------------------------
@@ -509,8 +705,8 @@ def count_parameters(model: Any) -> tuple[int, int]:
 def checkpoint_report(model_pt: str | Path) -> tuple[dict, dict]:
     """(params, metrics) about the pretrained model behind a trained plm_* model.pt, for MLflow.
 
-    params: plm.model / source / path / weights_sha256 (+ quantization, pooling, layer when
-    known); metrics: trainable_fraction for LoRA. The training loop logs parameter counts, peak
+    params: plm.model / source / path / weights_sha256 (+ quantization, precision, cache layer,
+    pooling, layer when known); metrics: trainable_fraction for LoRA. The training loop logs parameter counts, peak
     memory and examples/s itself.
     """
     import torch
@@ -525,6 +721,9 @@ def checkpoint_report(model_pt: str | Path) -> tuple[dict, dict]:
         "model_type",
         "weights_sha256",
         "quantization",
+        "precision",
+        "cache_layer",
+        "cache_precision",
         "pooling",
         "layer",
         "max_length",

@@ -12,7 +12,7 @@ rate that warms up linearly then follows a cosine / exponential / plateau / cons
 (a torch LambdaLR, stepped per optimizer step); masked losses so NaN labels (missing multitask
 labels) contribute neither loss nor gradient; regression targets standardized per task with
 mean / sd of the TRAIN rows; optional class weights from the train labels; gradient accumulation
-and clipping (torch.nn.utils.clip_grad_norm_); mixed precision on CUDA only; early stopping on
+and clipping (torch.nn.utils.clip_grad_norm_); mixed precision on CUDA (bf16 also on CPUs that have it); early stopping on
 the validation metric with the best weights restored at the end.
 
 `fit` is a short driver; read it first. Its parts, in the order an epoch runs them:
@@ -108,7 +108,7 @@ class TrainConfig:
     seed: python / numpy / torch seed; train_job overrides it with the {seed} wildcard.
     device: auto (CUDA when available) | cpu | cuda.
     precision: auto (bf16 autocast on CUDA when supported, else fp16 with a GradScaler; fp32 on
-      CPU) | fp32 | bf16 | fp16. Non-fp32 precisions apply on CUDA only.
+      CPU) | fp32 | bf16 (CUDA, and CPUs with native bf16) | fp16 (CUDA only).
     class_weights: binary / multitask: pos_weight = n_neg / n_pos per task (train rows);
       multiclass: n / (K * n_k).
     standardize: regression targets standardized with the train mean / sd (per task).
@@ -325,10 +325,18 @@ def claim_gpu(count: int, lock_dir: str | Path | None = None) -> int:
 
 
 def resolve_precision(pref: str, device: torch.device) -> str:
-    """The precision actually used: fp32 on CPU; auto on CUDA -> bf16 if supported, else fp16."""
+    """The precision actually used: on CPU fp32, or bf16 when asked for and the CPU computes bf16
+    natively (biomol_dl.plm.cpu_supports_bf16; else fp32, logged); auto on CUDA -> bf16 if
+    supported, else fp16."""
     if device.type != "cuda":
-        if pref in ("bf16", "fp16"):
-            log.info("precision %s applies on CUDA only; training in fp32 on %s", pref, device)
+        if pref == "bf16":
+            from biomol_dl.plm import cpu_supports_bf16
+
+            if cpu_supports_bf16():
+                return "bf16"
+            log.warning("precision bf16: this CPU has no native bf16; training in fp32")
+        elif pref == "fp16":
+            log.info("precision fp16 applies on CUDA only; training in fp32 on %s", device)
         return "fp32"
     if pref == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -336,9 +344,9 @@ def resolve_precision(pref: str, device: torch.device) -> str:
 
 
 def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
+    if precision == "bf16" or (device.type == "cuda" and precision == "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
+        return torch.autocast(device_type=device.type, dtype=dtype)
     return contextlib.nullcontext()
 
 

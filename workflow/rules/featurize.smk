@@ -14,8 +14,10 @@ rule featurize:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=lambda wc: (
-            1 if config["featurizers"][wc.featurizer]["type"] == "plm_embedding" else 0
+        # a protein LM runs here: embeddings, or the frozen layers' cache of plm_tokens
+        gpu=lambda wc: int(
+            config["featurizers"][wc.featurizer]["type"] == "plm_embedding"
+            or config["featurizers"][wc.featurizer].get("cache_layer") is not None
         ),
     params:
         spec=lambda wc: config["featurizers"][wc.featurizer],

@@ -7,8 +7,10 @@ For the protein models (cnn, seq_transformer, plm_frozen, plm_lora) and the RF/M
   one-hot `X` (uint8) for the RF/MLP baselines.
 - `kmer`: normalized k-mer composition (k = 1, 2, 3 or a list of them) as `X`.
 - `aa_tokens`: residue tokens with a leading `<cls>`, for the transformer trained from scratch.
-- `plm_tokens`: token ids from a pretrained protein language model's own tokenizer (for LoRA).
-- `plm_embedding`: frozen mean-pooled embeddings of a pretrained model, computed once, as `X`.
+- `plm_tokens`: token ids from a pretrained protein language model's own tokenizer (for LoRA),
+  optionally with the frozen layers' output cached per sequence (`cache_layer`).
+- `plm_embedding`: frozen mean-pooled embeddings of a pretrained model, computed once, as `X`
+  (fp32, bf16 or int8: `precision`).
 
 Inputs are the validated sequences of the clean table, in its order. Sequences longer than
 `max_length` follow a stated policy (`truncate` keeps the N-terminal part, `crop_center` keeps the
@@ -275,12 +277,26 @@ class KmerFeaturizer:
         }
 
 
+def _check_precision(what: str, precision: str) -> None:
+    from biomol_dl.plm import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"{what}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+
+
 class PLMTokenFeaturizer:
     """Token ids from a pretrained protein LM's tokenizer (residues space-separated), for LoRA.
 
     `model` is what `biomol_dl.plm.resolve_model` takes: "antiberty" (embedded default), a local
     folder, or a HuggingFace hub id. `max_length` counts residues (special tokens come on top);
     its default is what the model's position embeddings allow (at most 1022 residues).
+
+    `cache_layer: k` also stores, per sequence, the hidden states entering encoder layer k (fp16,
+    `cache_states`): the frozen layers below k then run once here instead of every epoch, and the
+    LoRA family trains layers k and up only. `precision` (auto | fp32 | bf16 | int8), `device`
+    and `batch_tokens` say how those frozen layers run (see biomol_dl.plm.resolve_precision).
     """
 
     def __init__(
@@ -288,9 +304,18 @@ class PLMTokenFeaturizer:
         model: str = "antiberty",
         max_length: int | None = None,
         length_policy: str = "truncate",
+        cache_layer: int | None = None,
+        precision: str = "auto",
+        device: str = "auto",
+        batch_tokens: int = 8192,
     ):
         check_policy(length_policy, max_length)
         self.model, self.max_length, self.length_policy = model, max_length, length_policy
+        if cache_layer is not None and int(cache_layer) < 1:
+            raise ValueError(f"plm_tokens: cache_layer must be >= 1 or null, got {cache_layer!r}")
+        _check_precision("plm_tokens", precision)
+        self.cache_layer = None if cache_layer is None else int(cache_layer)
+        self.precision, self.device, self.batch_tokens = precision, device, int(batch_tokens)
 
     def featurize_table(self, inputs: list[str], threads: int = 1) -> dict:
         import torch
@@ -323,7 +348,7 @@ class PLMTokenFeaturizer:
             self.model,
             width,
         )
-        return {
+        out = {
             "input_ids": ids,
             "attention_mask": padding_mask(lengths, width),
             "lengths": lengths,
@@ -336,6 +361,39 @@ class PLMTokenFeaturizer:
             "n_unknown_tokens": n_unknown,
             "n_nonstandard_residues": int(n_nonstandard),
         }
+        if self.cache_layer is not None:
+            out.update(self._cache(resolved, tokenizer, clipped, lengths))
+        return out
+
+    def _cache(self, resolved, tokenizer, clipped: list[str], lengths) -> dict:
+        """The frozen layers' output for every sequence (fp16), with what made it."""
+        from biomol_dl import plm
+        from biomol_dl.training import select_device
+
+        device = select_device(self.device)
+        used = plm.resolve_precision(self.precision, device)
+        model = plm.load_model(resolved).to(device)
+        states = plm.states_entering(model, tokenizer, clipped, layer=self.cache_layer,
+                                     batch_tokens=self.batch_tokens, device=device,
+                                     precision=used)  # fmt: skip
+        got = [len(s) for s in states]
+        if got != lengths.tolist():
+            raise RuntimeError("plm_tokens: cached states and token ids differ in length")
+        size = sum(s.numel() * s.element_size() for s in states)
+        log.info(
+            "plm_tokens: cached the states entering layer %d of %d (%s, stored fp16): %.1f MB",
+            self.cache_layer,
+            resolved.config.get("num_hidden_layers"),
+            used,
+            size / 1e6,
+        )
+        return {
+            "cache_states": states,
+            "cache_layer": self.cache_layer,
+            "cache_precision": used,
+            "cache_mb": size / 1e6,
+            "weights_sha256": plm.weights_sha256(resolved.model_dir),
+        }
 
 
 class PLMEmbeddingFeaturizer:
@@ -343,8 +401,10 @@ class PLMEmbeddingFeaturizer:
 
     `pooling`: mean (over residue tokens, special tokens left out), max, or cls; `layer`: which
     hidden layer (-1 = last). Sequences are batched by length, at most `batch_tokens` padded tokens
-    per forward pass. Runs on CUDA when available (`device: auto`), in bf16 there unless
-    `precision: fp32`.
+    per forward pass. Runs on CUDA when available (`device: auto`). `precision`: auto (bf16 on
+    CUDA, fp32 on CPU), fp32, bf16 (autocast; on CPUs with native bf16, else fp32 with a
+    warning), int8 (dynamic quantization of the Linear layers, CPU); the one used is stored as
+    `precision`.
     """
 
     def __init__(
@@ -368,12 +428,10 @@ class PLMEmbeddingFeaturizer:
             length_policy,
         )
         self.device = device
-        if precision not in ("auto", "fp32"):
-            raise ValueError(f"plm_embedding: precision must be auto or fp32, got {precision!r}")
+        _check_precision("plm_embedding", precision)
         self.precision = precision
 
     def featurize_table(self, inputs: list[str], threads: int = 1) -> dict:
-
         from biomol_dl import plm
 
         resolved = plm.resolve_model(self.model)
@@ -386,6 +444,7 @@ class PLMEmbeddingFeaturizer:
         from biomol_dl.training import select_device
 
         device = select_device(self.device)
+        used = plm.resolve_precision(self.precision, device)
         model = plm.load_model(resolved).to(device)
         X = plm.embed_sequences(
             model,
@@ -395,7 +454,7 @@ class PLMEmbeddingFeaturizer:
             layer=self.layer,
             batch_tokens=self.batch_tokens,
             device=device,
-            precision=self.precision,
+            precision=used,
         )
         return {
             "X": X.float().cpu(),
@@ -404,6 +463,7 @@ class PLMEmbeddingFeaturizer:
             "weights_sha256": plm.weights_sha256(resolved.model_dir),
             "pooling": self.pooling,
             "layer": self.layer,
+            "precision": used,
             "max_length": int(max_length),
             "length_policy": self.length_policy,
             "n_truncated": int(n_truncated),

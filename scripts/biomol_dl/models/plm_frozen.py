@@ -2,7 +2,8 @@
 (featurizer `plm_embedding`), the baseline that LoRA fine-tuning (`plm_lora`) has to beat.
 
 The embeddings are computed once by the featurize rule; only the MLP trains, with the MLP's
-params and input standardization on the train rows (see models/mlp.py). A family of its own so
+params and input standardization on the train rows (see models/mlp.py). Predicting new inputs
+embeds them with the checkpoint's featurizer spec, so at its `precision` (int8 included). A family of its own so
 that the config says which models are PLM baselines and so the features are checked to be
 embeddings (finite, from plm_embedding).
 """

@@ -5,13 +5,20 @@ Only the adapters and the head train; model.pt keeps only them (`trainable_param
 base model's name, folder and weights sha256 (`extra_checkpoint`). Reloading resolves the same
 base model, checks its hash (`check_checkpoint`), applies fresh adapters and loads the saved ones,
 which reproduces the predictions exactly. Batches group sequences of similar length
-(`max_tokens` caps padded tokens per batch); gradient accumulation and bf16 autocast on CUDA come
-from the training loop (`accumulate`, `precision`). The model is models/nets/plm_lora.py
-(imported when used: this module imports no torch).
+(`max_tokens` caps padded tokens per batch); gradient accumulation and bf16 autocast (CUDA, and
+CPUs with native bf16) come from the training loop (`accumulate`, `precision`). The model is
+models/nets/plm_lora.py (imported when used: this module imports no torch).
+
+On a CPU, two levers: tokens from `plm_tokens` with `cache_layer: k` carry the states entering
+layer k, computed once by the featurize rule, so each epoch runs (and backpropagates through)
+layers k and up only; `int8_inference` runs validation and predictions through an int8 copy.
+Before training, `prepare_model` times a few real training steps and logs the estimated minutes
+per epoch; a job whose estimate exceeds the rule's runtime fails at once, naming what to change.
 
 params (besides the training-loop keys of `TrainConfig`):
   lora_r (8), lora_alpha (16), lora_dropout (0.1), target_modules (null: query/key/value for
-  BERT/ESM), layers_to_transform (null: all layers), pooling (mean over residues | cls),
+  BERT/ESM), layers_to_transform (null: all layers; with a cache, those at or above it),
+  pooling (mean over residues | cls), int8_inference (false),
   head_hidden (0: a linear head), head_dropout (0.1), gradient_checkpointing (false),
   quantization (null | 8bit | 4bit: CUDA + bitsandbytes only), max_tokens (null),
   bucket_batches (50), model (optional: must equal the featurizer's model).
@@ -43,6 +50,7 @@ class PLMLoRAParams(TokenParams):
     gradient_checkpointing: bool = False
     quantization: str | None = None
     model: str | None = None
+    int8_inference: bool = False
 
     def check(self) -> None:
         if self.pooling not in POOLINGS:
@@ -64,11 +72,52 @@ class PLMLoRAFamily(TokenFamily):
                 f"has {', '.join(sorted(features))}"
             )
 
+    def build_datasets(self, features: Mapping[str, Any], y: Any):
+        examples = super().build_datasets(features, y)
+        if "cache_states" not in features:
+            return examples
+        return _WithStates(examples, features["cache_states"])
+
+    def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+        if not len(subset) or "states" not in subset[0]:
+            return super().make_loader(subset, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                       pin_memory=pin_memory)  # fmt: skip
+        from biomol_dl.batching import BucketLoader, collate_tokens
+
+        def collate(examples: list[dict]) -> dict:
+            from torch.nn.utils.rnn import pad_sequence
+
+            out = collate_tokens(examples, self.ids_key, 0)
+            out["states"] = pad_sequence(
+                [ex["states"] for ex in examples], batch_first=True
+            ).float()
+            return {k: v.pin_memory() for k, v in out.items()} if pin_memory else out
+
+        lengths = [len(subset[i][self.ids_key]) for i in range(len(subset))]
+        return BucketLoader(subset, collate, lengths=lengths, batch_size=batch_size,
+                            shuffle=shuffle, seed=seed, max_tokens=self.params.max_tokens,
+                            bucket_batches=self.params.bucket_batches)  # fmt: skip
+
+    def prepare_model(self, model, train_subset) -> None:
+        """Time a few training steps and log the estimated cost; fail if it exceeds the runtime."""
+        from biomol_dl.models.nets.plm_lora import check_cost, estimate_cost
+
+        cost = estimate_cost(self, model, train_subset)
+        if cost is not None:
+            check_cost(cost, self.runtime)
+
     def build_model(self, features: Mapping[str, Any], n_outputs: int):
         from biomol_dl.models.nets import plm_lora
 
         self.check_features(features)
         return plm_lora.build_model(features, n_outputs, dataclasses.asdict(self.params))
+
+    def feature_meta(self, features: Mapping[str, Any], n_examples: int) -> dict:
+        from biomol_dl.train_job import feature_meta
+
+        meta = feature_meta(features, n_examples)
+        meta.pop("cache_states", None)  # per example; never in model.pt
+        return meta
 
     def trainable_parameters(self, model) -> list:
         """The LoRA adapters and the head; everything else is the frozen pretrained model."""
@@ -97,3 +146,18 @@ class PLMLoRAFamily(TokenFamily):
         from biomol_dl import plm
 
         return plm.checkpoint_report(model_file)
+
+
+class _WithStates:
+    """Token examples plus each sequence's cached states (`states`, fp16 [tokens, H])."""
+
+    def __init__(self, examples, states: list):
+        if len(states) != len(examples):
+            raise ValueError(f"{len(states)} cached state rows for {len(examples)} token rows")
+        self.examples, self.states = examples, states
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.examples[i], "states": self.states[i]}
