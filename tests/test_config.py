@@ -84,20 +84,31 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return base
 
 
+def _self_contained(config: dict) -> bool:
+    """A config that needs no catalog (the 1,000-job grid on tiny data): it has featurizers."""
+    return "featurizers" in config
+
+
+def _dataset_file(config: dict) -> bool:
+    """A file of complete dataset entries and nothing else (esol.yaml, flip_gb1.yaml)."""
+    datasets = config.get("datasets") or {}
+    return set(config) == {"datasets"} and all("kind" in d for d in datasets.values())
+
+
 def _molecule_benchmarks() -> dict:
-    """The molecular catalog + every complete molecule dataset file + every add-on (a file with
-    no `datasets`, e.g. transfer.yaml, search.yaml): what an add-on or overlay combines with."""
+    """The molecular catalog + every complete molecule dataset + every add-on's other sections
+    (transfer.yaml: corpora, pretrain, models and its source dataset; search.yaml): what an
+    add-on or overlay combines with."""
     config = yaml.safe_load((BENCH / CATALOGS["smiles"]).read_text())
     config["datasets"] = {}
     for path in sorted(BENCH.glob("*.yaml")):
         other = yaml.safe_load(path.read_text())
-        if path.name in CATALOGS.values() or "datasets" in other and "models" in other:
-            continue  # a catalog, or a self-contained config
-        if "datasets" not in other:
-            _deep_merge(config, other)
+        if path.name in CATALOGS.values() or _self_contained(other):
             continue
-        complete = {k: v for k, v in other["datasets"].items() if v.get("kind") == "smiles"}
+        datasets = other.get("datasets") or {}
+        complete = {k: v for k, v in datasets.items() if v.get("kind") == "smiles"}
         config["datasets"].update(copy.deepcopy(complete))
+        _deep_merge(config, {k: v for k, v in other.items() if k != "datasets"})
     return config
 
 
@@ -106,14 +117,13 @@ def _molecule_benchmarks() -> dict:
 )
 def test_benchmark_configs_are_valid(name):
     datasets = yaml.safe_load((BENCH / name).read_text())
-    overlay = "datasets" in datasets and any("kind" not in d for d in datasets["datasets"].values())
-    if "datasets" not in datasets or overlay:
+    if _self_contained(datasets):
+        load_config(datasets)
+        return
+    if not _dataset_file(datasets):
         # an add-on (transfer.yaml, search.yaml) or an overlay of dataset entries
         # (search_esol.yaml): with the catalog, the molecule datasets and the add-ons
         load_config(_deep_merge(_molecule_benchmarks(), datasets))
-        return
-    if "models" in datasets:  # a self-contained config (the 1,000-job grid on tiny data)
-        load_config(datasets)
         return
     kinds = {ds["kind"] for ds in datasets["datasets"].values()}
     assert len(kinds) == 1
