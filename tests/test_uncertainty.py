@@ -321,6 +321,11 @@ def test_only_a_train_time_estimate_reaches_the_train_rule():
     dropout = {**calibration, "estimate": "dropout", "passes": 7}
     spec = rule_params.train_model_spec(config(dropout), "m")
     assert spec["uncertainty"] == {"estimate": "dropout", "passes": 7}
+    mve = {**calibration, "estimate": "mve", "members": 5}
+    assert rule_params.train_model_spec(config(mve), "m")["uncertainty"] == {"estimate": "mve"}
+    ensemble = {**calibration, "estimate": "ensemble", "members": 3}
+    spec = rule_params.train_model_spec(config(ensemble), "m")
+    assert spec["uncertainty"] == {"estimate": "ensemble", "members": 3}
 
 
 def test_leaderboard_carries_calibrated_test_metrics(tmp_path):
@@ -446,3 +451,163 @@ def test_predict_takes_the_trust_inputs_together_or_not_at_all(tmp_path):
         run_predict(**args, metrics_files={0: tmp_path / "metrics.json"})
     with pytest.raises(ValueError, match=r"seed\(s\) \[0\]"):
         run_predict(**args, metrics_files={1: "a"}, clean_csv="c", split_files={1: "b"})
+
+
+# ------------------------------------------------------------------------------ variance heads
+
+
+def test_head_losses_are_the_gaussian_and_nig_likelihoods():
+    """mve: the Gaussian NLL of N(mean, softplus(raw)); evidential without its regularizer: the
+    NIG marginal, a Student t with 2 alpha dof, loc gamma, scale^2 beta (1 + nu) / (nu alpha)."""
+    import torch
+    from scipy import stats
+
+    from biomol_dl import training
+
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    z = torch.randn(6, 1, generator=g, dtype=torch.float64)
+    mean, var = training.head_parts(raw[:, :2], "mve")
+    expected = stats.norm.logpdf(z.numpy(), mean.numpy(), np.sqrt(var.numpy()))
+    got = training._head_loss((mean, var), z, "mve").numpy()
+    np.testing.assert_allclose(got, -expected, rtol=1e-10)
+    gamma, nu, alpha, beta = parts = training.head_parts(raw, "evidential")
+    assert (alpha > 1).all() and (nu > 0).all() and (beta > 0).all()
+    scale = np.sqrt((beta * (1 + nu) / (nu * alpha)).numpy())
+    t = stats.t.logpdf(z.numpy(), df=2 * alpha.numpy(), loc=gamma.numpy(), scale=scale)
+    reg = training.EVIDENTIAL_REG * ((z - gamma).abs() * (2 * nu + alpha)).numpy()
+    np.testing.assert_allclose(training._head_loss(parts, z, "evidential").numpy() - reg, -t,
+                               rtol=1e-8)  # fmt: skip
+    # the predictive variance of the t: scale^2 * dof / (dof - 2) = beta (1 + nu) / (nu (alpha - 1))
+    dof = 2 * alpha.numpy()
+    np.testing.assert_allclose(training.head_variance(parts, "evidential").numpy(),
+                               scale**2 * dof / (dof - 2), rtol=1e-10)  # fmt: skip
+
+
+def test_head_loss_masks_missing_multitask_labels():
+    import torch
+
+    from biomol_dl import training
+
+    scaler = training.TargetScaler([0.0, 0.0], [1.0, 1.0])
+    for head in ("mve", "evidential"):
+        loss_fn = training._Loss("regression", scaler, None, None, "cpu", head)
+        out = torch.randn(4, training.head_outputs(head, 2), requires_grad=True)
+        y = torch.tensor([[0.5, float("nan")], [1.0, 2.0], [float("nan"), 0.0], [0.1, 0.2]])
+        total, count = loss_fn(out, y)
+        total.backward()
+        assert count == 6 and torch.isfinite(total) and torch.isfinite(out.grad).all()
+        assert (out.grad[0, 1::2] == 0).all() and (out.grad[2, 0::2] == 0).all()
+        with pytest.raises(ValueError, match=f"{head} head"):
+            loss_fn(torch.zeros(4, 2), y)
+
+
+def _hetero_problem(folder, n=400, d=4):
+    """clean.csv, split.csv, features.pt: y = x0 + noise whose log sd is linear in x1."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    noise_sd = 0.3 * np.exp(0.7 * X[:, 1])
+    y = X[:, 0] + rng.normal(0, noise_sd)
+    ids = [f"m{i}" for i in range(n)]
+    pd.DataFrame({"id": ids, "input": ["C"] * n, "row": np.arange(1, n + 1), "y": y}).to_csv(
+        folder / "clean.csv", index=False
+    )
+    split = np.array(["train"] * n, dtype=object)
+    split[n * 6 // 10 : n * 8 // 10] = "val"
+    split[n * 8 // 10 :] = "test"
+    pd.DataFrame({"id": ids, "split": split}).to_csv(folder / "split.csv", index=False)
+    torch.save({"ids": ids, "X": torch.from_numpy(X)}, folder / "features.pt")
+    return noise_sd, split
+
+
+def _train(folder, family, uncertainty, epochs=40, tag="", params=None):
+    from biomol_dl import train_job
+
+    spec = {"name": "m", "family": "mlp", "featurizer": "fp",
+            "featurizer_spec": {"type": "morgan", "n_bits": 4},
+            "params": {"epochs": epochs, "batch_size": 64, "hidden": [32], "patience": 0,
+                       "lr": 1e-2, "dropout": 0.0, **(params or {})},
+            "uncertainty": uncertainty}  # fmt: skip
+    out = folder / f"out{tag}"
+    train_job.run_training(
+        family, clean_csv=folder / "clean.csv", split_csv=folder / "split.csv",
+        features_pt=folder / "features.pt", model_spec=spec, task="regression",
+        label_columns=["y"], seed=0, out_model=out / "model.pt",
+        out_predictions=out / "predictions.csv", out_history=out / "history.csv", threads=1,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("head", ["mve", "evidential"])
+def test_variance_head_learns_where_the_noise_is(tmp_path, head):
+    """Trained through the train job: y_sd follows the true noise sd, the checkpoint rebuilds
+    the head and gives the written means, and the sd goes through evaluate's calibration."""
+    import torch
+
+    from biomol_dl import evaluate, train_job, training
+    from biomol_dl.models import mlp
+
+    noise_sd, _ = _hetero_problem(tmp_path)
+    out = _train(tmp_path, mlp, {"estimate": head})
+    pred = pd.read_csv(out / "predictions.csv")
+    assert (pred["y_sd"] > 0).all()
+    assert U.sd_error_spearman(noise_sd, np.zeros_like(noise_sd), pred["y_sd"]) > 0.8
+    model, ckpt = train_job.load_trained(out / "model.pt", mlp)
+    assert ckpt["head"] == head and ckpt["n_outputs"] == 1
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    loader = mlp.make_loader(mlp.build_datasets(features, np.zeros((400, 1), np.float32)),
+                             batch_size=64, shuffle=False, seed=0)  # fmt: skip
+    scaler = training.TargetScaler.from_dict(ckpt["target_scaler"])
+    means, sd = training.predict_distribution(model, loader, task="regression",
+                                              target_scaler=scaler, head=head)  # fmt: skip
+    np.testing.assert_allclose(means[:, 0], pred["y_pred"], atol=1e-6)
+    np.testing.assert_allclose(sd[:, 0], pred["y_sd"], rtol=1e-5)
+    block = evaluate.calibrated_test_metrics(pred, "regression", U.Settings(estimate=head))
+    assert block["settings"]["estimate_used"] == "y_sd"
+    assert {"interval_coverage", "nll", "ence", "sd_spearman"} <= set(block["mean"])
+
+
+def test_ensemble_members_train_on_the_split_only(tmp_path):
+    """Every member of a within-split ensemble sees only train rows (in its training batches and
+    in prepare_model); members differ; y_pred / y_sd are their mean and sd; model.pt keeps them
+    and predicts their mean."""
+    import torch
+
+    from biomol_dl import train_job, training
+    from biomol_dl.models import mlp
+
+    _, split = _hetero_problem(tmp_path, n=120)
+    seen: list[set[int]] = []
+
+    class Spy(mlp.MLPFamily):
+        def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+            if shuffle:  # a training loader: note which clean rows it serves
+                seen[-1].update(int(i) for i in subset.indices)
+            return super().make_loader(subset, batch_size=batch_size, shuffle=shuffle,
+                                       seed=seed, pin_memory=pin_memory)  # fmt: skip
+
+        def prepare_model(self, model, train_subset):
+            seen.append(set(int(i) for i in train_subset.indices))
+            super().prepare_model(model, train_subset)
+
+    out = _train(tmp_path, Spy, {"estimate": "ensemble", "members": 3}, epochs=3)
+    train_rows = set(np.flatnonzero(split == "train").tolist())
+    assert len(seen) == 3 and all(rows == train_rows for rows in seen)
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert [m["seed"] for m in ckpt["members"]] == [train_job.member_seed(0, k) for k in (1, 2)]
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    model, _ = train_job.load_trained(out / "model.pt", mlp)
+    loader = mlp.make_loader(mlp.build_datasets(features, np.zeros((120, 1), np.float32)),
+                             batch_size=64, shuffle=False, seed=0)  # fmt: skip
+    scaler = training.TargetScaler.from_dict(ckpt["target_scaler"])
+    draws = []
+    for state in [ckpt["state_dict"]] + [m["state_dict"] for m in ckpt["members"]]:
+        model.load_state_dict(state)
+        draws.append(training.predict(model, loader, task="regression", target_scaler=scaler))
+    draws = np.stack(draws)[:, :, 0]
+    assert np.ptp(draws, axis=0).min() > 0  # members differ in their initialization
+    pred = pd.read_csv(out / "predictions.csv")
+    np.testing.assert_allclose(pred["y_pred"], draws.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(pred["y_sd"], draws.std(axis=0, ddof=1), atol=1e-9)
