@@ -335,13 +335,40 @@ def test_leaderboard_carries_calibrated_test_metrics(tmp_path):
     for model, seed, coverage in (("a", 0, 0.8), ("a", 1, 0.9), ("b", 0, 1.0)):
         path = tmp_path / f"results/d/evaluate/{model}/seed{seed}/metrics.json"
         path.parent.mkdir(parents=True)
-        block = {"n": 3, "tasks": {}, "mean": {"interval_coverage": coverage}}
+        used = "y_sd" if model == "a" else "none"
+        block = {"n": 3, "tasks": {}, "mean": {"interval_coverage": coverage},
+                 "settings": {"coverage": 0.9, "estimate": "mve", "estimate_used": used}}  # fmt: skip
         path.write_text(json.dumps({"test": {"mean": {"rmse": 1.0}}, "test_calibrated": block}))
         paths.append(path)
     table = calibrated_columns(paths).set_index("model")
     assert table.loc["a", "test_calibrated_interval_coverage_mean"] == pytest.approx(0.85)
     assert table.loc["a", "test_calibrated_interval_coverage_sd"] == pytest.approx(0.0707, 1e-3)
     assert table.loc["b", "test_calibrated_interval_coverage_mean"] == 1.0
+    assert table.loc["a", "test_calibrated_estimate"] == "mve"
+    assert table.loc["b", "test_calibrated_estimate"] == "none"
+    assert table.loc["b", "test_calibrated_coverage"] == 0.9
+
+
+def test_report_shows_the_calibrated_metrics_as_a_table():
+    from biomol_dl.report.html import _uncertainty_table
+
+    rows = [
+        {"model": "mve_gnn", "test_calibrated_estimate": "mve", "test_calibrated_coverage": 0.9,
+         "test_calibrated_interval_coverage_mean": 0.88, "test_calibrated_interval_coverage_sd": 0.02,
+         "test_calibrated_ence_mean": 0.1, "test_calibrated_ence_sd": None},
+        {"model": "rf", "test_calibrated_estimate": "trees", "test_calibrated_coverage": 0.9,
+         "test_calibrated_interval_coverage_mean": 0.95, "test_calibrated_ence_mean": 0.3},
+        {"model": "no_uq"},
+    ]  # fmt: skip
+    page = _uncertainty_table("esol", rows)
+    assert "id='uncertainty-esol'" in page and "validation split only" in page
+    assert "<th>interval coverage</th>" in page and "<th>ENCE</th>" in page
+    assert "<th>ECE" not in page and "<th>NLL" not in page  # no column without values
+    # best: coverage nearest the nominal 0.9 (0.88, not 0.95), the lowest ENCE
+    assert "<td class='best'>0.880<br><span class='sd'> ± 0.020</span></td>" in page
+    assert "<td class='best'>0.100</td>" in page and "<td class=''>0.950</td>" in page
+    assert page.count("<tr><td class='text model'>") == 3
+    assert _uncertainty_table("esol", [{"model": "no_uq"}]) == ""
 
 
 @pytest.mark.parametrize(
@@ -611,3 +638,31 @@ def test_ensemble_members_train_on_the_split_only(tmp_path):
     pred = pd.read_csv(out / "predictions.csv")
     np.testing.assert_allclose(pred["y_pred"], draws.mean(axis=0), atol=1e-9)
     np.testing.assert_allclose(pred["y_sd"], draws.std(axis=0, ddof=1), atol=1e-9)
+
+
+@pytest.mark.parametrize("estimate", [{"estimate": "mve"}, {"estimate": "ensemble", "members": 2}])
+def test_dmpnn_estimates_reach_the_predict_path(tmp_path, estimate):
+    """A D-MPNN with a variance head or as a within-split ensemble: predictions.csv carries
+    y_sd, and predicting the same SMILES from model.pt alone (the predict rule's path) gives the
+    written y_pred (the head's means; the members' mean)."""
+    import test_gnn
+
+    from biomol_dl import train_job
+    from biomol_dl.models import gnn
+
+    spec = {"type": "graph"}
+    test_gnn.write_job(tmp_path, spec)
+    params = {**test_gnn.SMALL, "arch": "dmpnn", "epochs": 3, "batch_size": 4, "device": "cpu"}
+    train_job.run_training(
+        gnn, clean_csv=tmp_path / "clean.csv", split_csv=tmp_path / "split.csv",
+        features_pt=tmp_path / "features.pt",
+        model_spec={"name": "m", "family": "gnn", "featurizer": "f", "featurizer_spec": spec,
+                    "params": params, "uncertainty": estimate},
+        task="regression", label_columns=["logp"], seed=0, out_model=tmp_path / "model.pt",
+        out_predictions=tmp_path / "predictions.csv", out_history=tmp_path / "history.csv",
+    )  # fmt: skip
+    written = pd.read_csv(tmp_path / "predictions.csv")
+    assert (written["y_sd"] > 0).all()
+    clean = pd.read_csv(tmp_path / "clean.csv")
+    again = gnn.GNNFamily().predict(tmp_path / "model.pt", clean["input"].tolist())
+    np.testing.assert_allclose(again["y_pred"], written["y_pred"], rtol=1e-5, atol=1e-6)
