@@ -666,3 +666,29 @@ def test_dmpnn_estimates_reach_the_predict_path(tmp_path, estimate):
     clean = pd.read_csv(tmp_path / "clean.csv")
     again = gnn.GNNFamily().predict(tmp_path / "model.pt", clean["input"].tolist())
     np.testing.assert_allclose(again["y_pred"], written["y_pred"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again["y_model_sd"], written["y_sd"], rtol=1e-4, atol=1e-6)
+
+
+def test_new_inputs_get_intervals_scaled_by_the_models_own_sd():
+    """With y_model_sd (a variance head, a within-split ensemble) predict's interval is the
+    seeds' mean normalized quantile times that sd; without it the absolute half-width."""
+    from biomol_dl.domain import Reference
+    from biomol_dl.evaluate import calibrated_test_metrics
+    from biomol_dl.trust import add_trust_columns
+
+    rng = np.random.default_rng(3)
+    blocks = {s: calibrated_test_metrics(_long("regression", rng), "regression", U.Settings())
+              for s in (0, 1)}  # fmt: skip
+    frame = pd.DataFrame({"task": "t0", "y_pred": [0.2, 0.5], "y_model_sd": [0.1, 1.0]})
+    args = dict(task="regression", inputs=["CCO", "CCN"], calibrations=blocks,
+                reference=Reference(["CCO"], "smiles"))  # fmt: skip
+    out = add_trust_columns(frame, **args)
+    fitted = [b["calibrators"]["t0"] for b in blocks.values()]
+    q = np.mean([f["interval"]["q"] for f in fitted])
+    scale = np.mean([f["variance_scale"]["scale"] for f in fitted])
+    np.testing.assert_allclose(out["y_hi"] - out["y_pred"], q * frame["y_model_sd"])
+    np.testing.assert_allclose(out["y_sd_calibrated"], scale * frame["y_model_sd"])
+    plain = add_trust_columns(frame.drop(columns="y_model_sd"), **args)
+    q_abs = np.mean([f["abs_interval"]["q"] for f in fitted])
+    np.testing.assert_allclose(plain["y_hi"] - plain["y_lo"], 2 * q_abs)
+    assert "y_sd_calibrated" not in plain

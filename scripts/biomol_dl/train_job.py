@@ -738,7 +738,8 @@ def predict_inputs(
 
     Featurizes with the checkpoint's featurizer_spec and returns a pandas DataFrame in long
     format: input, task, y_pred (+ p_0..p_{K-1} for multiclass), like predictions.csv; a
-    within-split ensemble's y_pred is its members' mean.
+    within-split ensemble's y_pred is its members' mean. Regression with a model sd of its own
+    (a variance head, a within-split ensemble's spread) adds y_model_sd.
     """
     from biomol_dl.features import build_featurizer
 
@@ -754,10 +755,10 @@ def predict_inputs(
         dataset, batch_size=int(ckpt["train_config"]["batch_size"]), shuffle=False, seed=0
     )
 
-    def predict_with(state: Mapping | None) -> np.ndarray:
+    def predict_with(state: Mapping | None) -> tuple[np.ndarray, np.ndarray | None]:
         if state is not None:
             model.load_state_dict(state, strict=not ckpt["partial_state"])
-        return training.predict(
+        return training.predict_distribution(
             model,
             loader,
             task=task,
@@ -768,8 +769,14 @@ def predict_inputs(
 
     # a within-split ensemble predicts the mean of its members (model.pt "members")
     members = [None] + [m["state_dict"] for m in ckpt.get("members") or ()]
-    preds = np.mean([predict_with(state) for state in members], axis=0)
+    outputs = [predict_with(state) for state in members]
+    preds = np.mean([p for p, _ in outputs], axis=0)
+    sd = outputs[0][1]  # a variance head's sd; a within-split ensemble's spread
+    if len(outputs) > 1 and task == "regression":
+        sd = np.std([p for p, _ in outputs], axis=0, ddof=1)
     frame = long_predictions(task, label_columns, None, preds).drop(columns="y_true")
+    if sd is not None:
+        frame["y_model_sd"] = np.asarray(sd, dtype=np.float64).T.reshape(-1)
     n_tasks = 1 if task == "multiclass" else len(label_columns)
     frame.insert(0, "input", np.tile(np.asarray(inputs, dtype=object), n_tasks))
     return frame
