@@ -11,7 +11,8 @@ What `fit` does, top to bottom: AdamW (no weight decay on biases and norm weight
 rate that warms up linearly then follows a cosine / exponential / plateau / constant schedule
 (a torch LambdaLR, stepped per optimizer step); masked losses so NaN labels (missing multitask
 labels) contribute neither loss nor gradient; regression targets standardized per task with
-mean / sd of the TRAIN rows; optional class weights from the train labels; gradient accumulation
+mean / sd of the TRAIN rows; regression heads that predict a variance too (`HEADS`: mve,
+evidential), trained on their negative log-likelihood; optional class weights from the train labels; gradient accumulation
 and clipping (torch.nn.utils.clip_grad_norm_); mixed precision on CUDA only; early stopping on
 the validation metric with the best weights restored at the end.
 
