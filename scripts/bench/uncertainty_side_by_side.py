@@ -43,13 +43,15 @@ from biomol_dl.evaluate import calibrated_test_metrics, read_predictions  # noqa
 from biomol_dl.metrics import task_metrics  # noqa: E402
 
 COVERAGE = 0.9
-COLUMNS = ("rmse", "interval_coverage", "interval_width", "miscalibration_area", "ence", "nll",
-           "sd_spearman")  # fmt: skip
+COLUMNS = ("rmse", "abs_interval_coverage", "abs_interval_width", "interval_coverage",
+           "interval_width", "miscalibration_area", "ence", "nll", "sd_spearman")  # fmt: skip
 
 
 def chemprop_predict(out_dir: Path, model: Path, data: Path, name: str, extra: list[str]) -> Path:
     """`chemprop predict` of `data` with the MVE estimate (and `extra` calibration args)."""
     out = out_dir / f"{name}.csv"
+    if out.exists():  # predicted by an earlier call (delete the folder to redo)
+        return out
     chemprop = str(Path(chemprop_python()).with_name("chemprop"))
     cmd = [chemprop, "predict", "-i", str(data), "--model-paths", str(model), "-s", "smiles",
            "--uncertainty-method", "mve", "--num-workers", "0", "-o", str(out), *extra]  # fmt: skip
