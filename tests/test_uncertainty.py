@@ -549,7 +549,7 @@ def _hetero_problem(folder, n=400, d=4):
     return noise_sd, split
 
 
-def _train(folder, family, uncertainty, epochs=40, tag="", params=None):
+def _train(folder, family, uncertainty, epochs=40, tag="", params=None, resume_dir=None):
     from biomol_dl import train_job
 
     spec = {"name": "m", "family": "mlp", "featurizer": "fp",
@@ -563,6 +563,7 @@ def _train(folder, family, uncertainty, epochs=40, tag="", params=None):
         features_pt=folder / "features.pt", model_spec=spec, task="regression",
         label_columns=["y"], seed=0, out_model=out / "model.pt",
         out_predictions=out / "predictions.csv", out_history=out / "history.csv", threads=1,
+        resume_dir=resume_dir,
     )  # fmt: skip
     return out
 
@@ -692,3 +693,45 @@ def test_new_inputs_get_intervals_scaled_by_the_models_own_sd():
     q_abs = np.mean([f["abs_interval"]["q"] for f in fitted])
     np.testing.assert_allclose(plain["y_hi"] - plain["y_lo"], 2 * q_abs)
     assert "y_sd_calibrated" not in plain
+
+
+def test_an_ensemble_stopped_in_a_later_member_resumes_to_the_same_predictions(tmp_path):
+    """SIGTERM while member 1 trains: the job stops with every member's state saved, and the
+    rerun gives exactly the predictions of an uninterrupted run, leaving no resume state."""
+    import os
+    import signal
+
+    from biomol_dl import training
+    from biomol_dl.models import mlp
+
+    _hetero_problem(tmp_path, n=120)
+    built = []
+
+    class Stopping(mlp.MLPFamily):
+        stop = False
+
+        def prepare_model(self, model, train_subset):
+            built.append(model)
+            super().prepare_model(model, train_subset)
+
+        def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+            loader = super().make_loader(subset, batch_size=batch_size, shuffle=shuffle,
+                                         seed=seed, pin_memory=pin_memory)  # fmt: skip
+            if not (shuffle and Stopping.stop and len(built) == 2 and seed % 1000 == 2):
+                return loader
+            Stopping.stop = False
+            os.kill(os.getpid(), signal.SIGTERM)  # in member 1's second epoch
+            return loader
+
+    ensemble = {"estimate": "ensemble", "members": 2}
+    reference = _train(tmp_path, Stopping, ensemble, epochs=3, tag="ref")
+    resume = tmp_path / "resume"
+    Stopping.stop, built[:] = True, []
+    with pytest.raises(training.Preempted):
+        _train(tmp_path, Stopping, ensemble, epochs=3, tag="run", resume_dir=resume)
+    assert (resume / "last.pt").is_file() and (resume / "member1" / "last.pt").is_file()
+    built[:] = []
+    again = _train(tmp_path, Stopping, ensemble, epochs=3, tag="run", resume_dir=resume)
+    pd.testing.assert_frame_equal(pd.read_csv(again / "predictions.csv"),
+                                  pd.read_csv(reference / "predictions.csv"))  # fmt: skip
+    assert not resume.exists()
