@@ -138,7 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ours", nargs="*", default=[], help="our trained models to score")
+    ap.add_argument("--summarize", type=int, nargs="*", help="print mean ± sd of these seeds' "
+                    "tables (written by earlier calls) and stop")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.summarize:
+        summarize(args.workdir, args.dataset, args.summarize)
+        return
     rows = {}
     for model in args.ours:
         path = args.workdir / "results" / args.dataset / "train" / model / f"seed{args.seed}"
@@ -151,6 +156,24 @@ def main(argv: list[str] | None = None) -> None:
     print("|---" * (len(COLUMNS) + 1) + "|")
     for name, row in rows.items():
         cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else "—" for c in COLUMNS]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def summarize(workdir: Path, dataset: str, seeds: list[int]) -> None:
+    """Mean ± sd over seeds of the rows every seed's uq_table.json has."""
+    tables = [json.loads((workdir / "chemprop_mve" / dataset / f"seed{s}" / "uq_table.json")
+                         .read_text()) for s in seeds]  # fmt: skip
+    names = [n for n in tables[0] if all(n in t for t in tables)]
+    print(f"| model (seeds {', '.join(map(str, seeds))}) | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for name in names:
+        cells = []
+        for c in COLUMNS:
+            values = [t[name].get(c) for t in tables]
+            if any(v is None for v in values):
+                cells.append("—")
+                continue
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
