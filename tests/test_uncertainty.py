@@ -604,6 +604,7 @@ def test_ensemble_members_train_on_the_split_only(tmp_path):
     import torch
 
     from biomol_dl import train_job, training
+    from biomol_dl.hashing import sha256_json
     from biomol_dl.models import mlp
 
     _, split = _hetero_problem(tmp_path, n=120)
@@ -625,6 +626,8 @@ def test_ensemble_members_train_on_the_split_only(tmp_path):
     assert len(seen) == 3 and all(rows == train_rows for rows in seen)
     ckpt = torch.load(out / "model.pt", weights_only=True)
     assert [m["seed"] for m in ckpt["members"]] == [train_job.member_seed(0, k) for k in (1, 2)]
+    train_ids = [f"m{i}" for i in sorted(train_rows)]
+    assert all(m["train_ids_sha256"] == sha256_json(train_ids) for m in ckpt["members"])
     features = torch.load(tmp_path / "features.pt", weights_only=True)
     model, _ = train_job.load_trained(out / "model.pt", mlp)
     loader = mlp.make_loader(mlp.build_datasets(features, np.zeros((120, 1), np.float32)),
