@@ -163,6 +163,15 @@ CASES: tuple[Case, ...] = (
          "'models.rf_morgan.uncertainty.estimate': 'dropout' is MC dropout, which needs a torch "
          "family",
          _set("models.rf_morgan.uncertainty", {"estimate": "dropout"})),
+    Case("uncertainty-mve-on-binary", "`uncertainty: {estimate: mve}` on a binary dataset",
+         "'models.mlp_kmer.uncertainty.estimate': 'mve' is a regression head but dataset "
+         "'tiny_peptides' is binary", _set("models.mlp_kmer.uncertainty", {"estimate": "mve"})),
+    Case("uncertainty-ensemble-on-rf", "`uncertainty: {estimate: ensemble}` on a random forest",
+         "'models.rf_morgan.uncertainty.estimate': 'ensemble' is a within-split ensemble of "
+         "torch models", _set("models.rf_morgan.uncertainty", {"estimate": "ensemble"})),
+    Case("uncertainty-one-member", "`uncertainty: {estimate: ensemble, members: 1}`",
+         "'models.mlp_morgan.uncertainty.members': 1 is less than the minimum of 2",
+         _set("models.mlp_morgan.uncertainty", {"estimate": "ensemble", "members": 1})),
     Case("uncertainty-calibrator-typo", "`uncertainty: {probability: platts}`",
          "'models.rf_kmer.uncertainty.probability': 'platts' is not one of",
          _set("models.rf_kmer.uncertainty", {"probability": "platts"})),

@@ -470,6 +470,7 @@ def test_report_builds_from_the_tiny_config(tiny_run, tiny_config):
         assert f"id='leaderboard-{dataset}'" in page
         rep = json.loads((report_dir / dataset / "report.json").read_text())
         assert {r["model"] for r in rep["leaderboard"]} == set(spec["models"])
+        assert f"id='uncertainty-{dataset}'" in page  # the calibrated test metrics, as a table
         summary = json.loads(
             (tiny_run / "results" / dataset / "validate" / "summary.json").read_text()
         )

@@ -321,6 +321,11 @@ def test_only_a_train_time_estimate_reaches_the_train_rule():
     dropout = {**calibration, "estimate": "dropout", "passes": 7}
     spec = rule_params.train_model_spec(config(dropout), "m")
     assert spec["uncertainty"] == {"estimate": "dropout", "passes": 7}
+    mve = {**calibration, "estimate": "mve", "members": 5}
+    assert rule_params.train_model_spec(config(mve), "m")["uncertainty"] == {"estimate": "mve"}
+    ensemble = {**calibration, "estimate": "ensemble", "members": 3}
+    spec = rule_params.train_model_spec(config(ensemble), "m")
+    assert spec["uncertainty"] == {"estimate": "ensemble", "members": 3}
 
 
 def test_leaderboard_carries_calibrated_test_metrics(tmp_path):
@@ -330,13 +335,40 @@ def test_leaderboard_carries_calibrated_test_metrics(tmp_path):
     for model, seed, coverage in (("a", 0, 0.8), ("a", 1, 0.9), ("b", 0, 1.0)):
         path = tmp_path / f"results/d/evaluate/{model}/seed{seed}/metrics.json"
         path.parent.mkdir(parents=True)
-        block = {"n": 3, "tasks": {}, "mean": {"interval_coverage": coverage}}
+        used = "y_sd" if model == "a" else "none"
+        block = {"n": 3, "tasks": {}, "mean": {"interval_coverage": coverage},
+                 "settings": {"coverage": 0.9, "estimate": "mve", "estimate_used": used}}  # fmt: skip
         path.write_text(json.dumps({"test": {"mean": {"rmse": 1.0}}, "test_calibrated": block}))
         paths.append(path)
     table = calibrated_columns(paths).set_index("model")
     assert table.loc["a", "test_calibrated_interval_coverage_mean"] == pytest.approx(0.85)
     assert table.loc["a", "test_calibrated_interval_coverage_sd"] == pytest.approx(0.0707, 1e-3)
     assert table.loc["b", "test_calibrated_interval_coverage_mean"] == 1.0
+    assert table.loc["a", "test_calibrated_estimate"] == "mve"
+    assert table.loc["b", "test_calibrated_estimate"] == "none"
+    assert table.loc["b", "test_calibrated_coverage"] == 0.9
+
+
+def test_report_shows_the_calibrated_metrics_as_a_table():
+    from biomol_dl.report.html import _uncertainty_table
+
+    rows = [
+        {"model": "mve_gnn", "test_calibrated_estimate": "mve", "test_calibrated_coverage": 0.9,
+         "test_calibrated_interval_coverage_mean": 0.88, "test_calibrated_interval_coverage_sd": 0.02,
+         "test_calibrated_ence_mean": 0.1, "test_calibrated_ence_sd": None},
+        {"model": "rf", "test_calibrated_estimate": "trees", "test_calibrated_coverage": 0.9,
+         "test_calibrated_interval_coverage_mean": 0.95, "test_calibrated_ence_mean": 0.3},
+        {"model": "no_uq"},
+    ]  # fmt: skip
+    page = _uncertainty_table("esol", rows)
+    assert "id='uncertainty-esol'" in page and "validation split only" in page
+    assert "<th>interval coverage</th>" in page and "<th>ENCE</th>" in page
+    assert "<th>ECE" not in page and "<th>NLL" not in page  # no column without values
+    # best: coverage nearest the nominal 0.9 (0.88, not 0.95), the lowest ENCE
+    assert "<td class='best'>0.880<br><span class='sd'> ± 0.020</span></td>" in page
+    assert "<td class='best'>0.100</td>" in page and "<td class=''>0.950</td>" in page
+    assert page.count("<tr><td class='text model'>") == 3
+    assert _uncertainty_table("esol", [{"model": "no_uq"}]) == ""
 
 
 @pytest.mark.parametrize(
@@ -446,3 +478,263 @@ def test_predict_takes_the_trust_inputs_together_or_not_at_all(tmp_path):
         run_predict(**args, metrics_files={0: tmp_path / "metrics.json"})
     with pytest.raises(ValueError, match=r"seed\(s\) \[0\]"):
         run_predict(**args, metrics_files={1: "a"}, clean_csv="c", split_files={1: "b"})
+
+
+# ------------------------------------------------------------------------------ variance heads
+
+
+def test_head_losses_are_the_gaussian_and_nig_likelihoods():
+    """mve: the Gaussian NLL of N(mean, softplus(raw)); evidential without its regularizer: the
+    NIG marginal, a Student t with 2 alpha dof, loc gamma, scale^2 beta (1 + nu) / (nu alpha)."""
+    import torch
+    from scipy import stats
+
+    from biomol_dl import training
+
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    z = torch.randn(6, 1, generator=g, dtype=torch.float64)
+    mean, var = training.head_parts(raw[:, :2], "mve")
+    expected = stats.norm.logpdf(z.numpy(), mean.numpy(), np.sqrt(var.numpy()))
+    got = training._head_loss((mean, var), z, "mve").numpy()
+    np.testing.assert_allclose(got, -expected, rtol=1e-10)
+    gamma, nu, alpha, beta = parts = training.head_parts(raw, "evidential")
+    assert (alpha > 1).all() and (nu > 0).all() and (beta > 0).all()
+    scale = np.sqrt((beta * (1 + nu) / (nu * alpha)).numpy())
+    t = stats.t.logpdf(z.numpy(), df=2 * alpha.numpy(), loc=gamma.numpy(), scale=scale)
+    reg = training.EVIDENTIAL_REG * ((z - gamma).abs() * (2 * nu + alpha)).numpy()
+    np.testing.assert_allclose(training._head_loss(parts, z, "evidential").numpy() - reg, -t,
+                               rtol=1e-8)  # fmt: skip
+    # the predictive variance of the t: scale^2 * dof / (dof - 2) = beta (1 + nu) / (nu (alpha - 1))
+    dof = 2 * alpha.numpy()
+    np.testing.assert_allclose(training.head_variance(parts, "evidential").numpy(),
+                               scale**2 * dof / (dof - 2), rtol=1e-10)  # fmt: skip
+
+
+def test_head_loss_masks_missing_multitask_labels():
+    import torch
+
+    from biomol_dl import training
+
+    scaler = training.TargetScaler([0.0, 0.0], [1.0, 1.0])
+    for head in ("mve", "evidential"):
+        loss_fn = training._Loss("regression", scaler, None, None, "cpu", head)
+        out = torch.randn(4, training.head_outputs(head, 2), requires_grad=True)
+        y = torch.tensor([[0.5, float("nan")], [1.0, 2.0], [float("nan"), 0.0], [0.1, 0.2]])
+        total, count = loss_fn(out, y)
+        total.backward()
+        assert count == 6 and torch.isfinite(total) and torch.isfinite(out.grad).all()
+        assert (out.grad[0, 1::2] == 0).all() and (out.grad[2, 0::2] == 0).all()
+        with pytest.raises(ValueError, match=f"{head} head"):
+            loss_fn(torch.zeros(4, 2), y)
+
+
+def _hetero_problem(folder, n=400, d=4):
+    """clean.csv, split.csv, features.pt: y = x0 + noise whose log sd is linear in x1."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    noise_sd = 0.3 * np.exp(0.7 * X[:, 1])
+    y = X[:, 0] + rng.normal(0, noise_sd)
+    ids = [f"m{i}" for i in range(n)]
+    pd.DataFrame({"id": ids, "input": ["C"] * n, "row": np.arange(1, n + 1), "y": y}).to_csv(
+        folder / "clean.csv", index=False
+    )
+    split = np.array(["train"] * n, dtype=object)
+    split[n * 6 // 10 : n * 8 // 10] = "val"
+    split[n * 8 // 10 :] = "test"
+    pd.DataFrame({"id": ids, "split": split}).to_csv(folder / "split.csv", index=False)
+    torch.save({"ids": ids, "X": torch.from_numpy(X)}, folder / "features.pt")
+    return noise_sd, split
+
+
+def _train(folder, family, uncertainty, epochs=40, tag="", params=None, resume_dir=None):
+    from biomol_dl import train_job
+
+    spec = {"name": "m", "family": "mlp", "featurizer": "fp",
+            "featurizer_spec": {"type": "morgan", "n_bits": 4},
+            "params": {"epochs": epochs, "batch_size": 64, "hidden": [32], "patience": 0,
+                       "lr": 1e-2, "dropout": 0.0, **(params or {})},
+            "uncertainty": uncertainty}  # fmt: skip
+    out = folder / f"out{tag}"
+    train_job.run_training(
+        family, clean_csv=folder / "clean.csv", split_csv=folder / "split.csv",
+        features_pt=folder / "features.pt", model_spec=spec, task="regression",
+        label_columns=["y"], seed=0, out_model=out / "model.pt",
+        out_predictions=out / "predictions.csv", out_history=out / "history.csv", threads=1,
+        resume_dir=resume_dir,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("head", ["mve", "evidential"])
+def test_variance_head_learns_where_the_noise_is(tmp_path, head):
+    """Trained through the train job: y_sd follows the true noise sd, the checkpoint rebuilds
+    the head and gives the written means, and the sd goes through evaluate's calibration."""
+    import torch
+
+    from biomol_dl import evaluate, train_job, training
+    from biomol_dl.models import mlp
+
+    noise_sd, _ = _hetero_problem(tmp_path)
+    out = _train(tmp_path, mlp, {"estimate": head})
+    pred = pd.read_csv(out / "predictions.csv")
+    assert (pred["y_sd"] > 0).all()
+    assert U.sd_error_spearman(noise_sd, np.zeros_like(noise_sd), pred["y_sd"]) > 0.8
+    model, ckpt = train_job.load_trained(out / "model.pt", mlp)
+    assert ckpt["head"] == head and ckpt["n_outputs"] == 1
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    loader = mlp.make_loader(mlp.build_datasets(features, np.zeros((400, 1), np.float32)),
+                             batch_size=64, shuffle=False, seed=0)  # fmt: skip
+    scaler = training.TargetScaler.from_dict(ckpt["target_scaler"])
+    means, sd = training.predict_distribution(model, loader, task="regression",
+                                              target_scaler=scaler, head=head)  # fmt: skip
+    np.testing.assert_allclose(means[:, 0], pred["y_pred"], atol=1e-6)
+    np.testing.assert_allclose(sd[:, 0], pred["y_sd"], rtol=1e-5)
+    block = evaluate.calibrated_test_metrics(pred, "regression", U.Settings(estimate=head))
+    assert block["settings"]["estimate_used"] == "y_sd"
+    assert {"interval_coverage", "nll", "ence", "sd_spearman"} <= set(block["mean"])
+
+
+def test_ensemble_members_train_on_the_split_only(tmp_path):
+    """Every member of a within-split ensemble sees only train rows (in its training batches and
+    in prepare_model); members differ; y_pred / y_sd are their mean and sd; model.pt keeps them
+    and predicts their mean."""
+    import torch
+
+    from biomol_dl import train_job, training
+    from biomol_dl.hashing import sha256_json
+    from biomol_dl.models import mlp
+
+    _, split = _hetero_problem(tmp_path, n=120)
+    seen: list[set[int]] = []
+
+    class Spy(mlp.MLPFamily):
+        def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+            if shuffle:  # a training loader: note which clean rows it serves
+                seen[-1].update(int(i) for i in subset.indices)
+            return super().make_loader(subset, batch_size=batch_size, shuffle=shuffle,
+                                       seed=seed, pin_memory=pin_memory)  # fmt: skip
+
+        def prepare_model(self, model, train_subset):
+            seen.append(set(int(i) for i in train_subset.indices))
+            super().prepare_model(model, train_subset)
+
+    out = _train(tmp_path, Spy, {"estimate": "ensemble", "members": 3}, epochs=3)
+    train_rows = set(np.flatnonzero(split == "train").tolist())
+    assert len(seen) == 3 and all(rows == train_rows for rows in seen)
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert [m["seed"] for m in ckpt["members"]] == [train_job.member_seed(0, k) for k in (1, 2)]
+    train_ids = [f"m{i}" for i in sorted(train_rows)]
+    assert all(m["train_ids_sha256"] == sha256_json(train_ids) for m in ckpt["members"])
+    features = torch.load(tmp_path / "features.pt", weights_only=True)
+    model, _ = train_job.load_trained(out / "model.pt", mlp)
+    loader = mlp.make_loader(mlp.build_datasets(features, np.zeros((120, 1), np.float32)),
+                             batch_size=64, shuffle=False, seed=0)  # fmt: skip
+    scaler = training.TargetScaler.from_dict(ckpt["target_scaler"])
+    draws = []
+    for state in [ckpt["state_dict"]] + [m["state_dict"] for m in ckpt["members"]]:
+        model.load_state_dict(state)
+        draws.append(training.predict(model, loader, task="regression", target_scaler=scaler))
+    draws = np.stack(draws)[:, :, 0]
+    assert np.ptp(draws, axis=0).min() > 0  # members differ in their initialization
+    pred = pd.read_csv(out / "predictions.csv")
+    np.testing.assert_allclose(pred["y_pred"], draws.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(pred["y_sd"], draws.std(axis=0, ddof=1), atol=1e-9)
+
+
+@pytest.mark.parametrize("estimate", [{"estimate": "mve"}, {"estimate": "ensemble", "members": 2}])
+def test_dmpnn_estimates_reach_the_predict_path(tmp_path, estimate):
+    """A D-MPNN with a variance head or as a within-split ensemble: predictions.csv carries
+    y_sd, and predicting the same SMILES from model.pt alone (the predict rule's path) gives the
+    written y_pred (the head's means; the members' mean)."""
+    import test_gnn
+
+    from biomol_dl import train_job
+    from biomol_dl.models import gnn
+
+    spec = {"type": "graph"}
+    test_gnn.write_job(tmp_path, spec)
+    params = {**test_gnn.SMALL, "arch": "dmpnn", "epochs": 3, "batch_size": 4, "device": "cpu"}
+    train_job.run_training(
+        gnn, clean_csv=tmp_path / "clean.csv", split_csv=tmp_path / "split.csv",
+        features_pt=tmp_path / "features.pt",
+        model_spec={"name": "m", "family": "gnn", "featurizer": "f", "featurizer_spec": spec,
+                    "params": params, "uncertainty": estimate},
+        task="regression", label_columns=["logp"], seed=0, out_model=tmp_path / "model.pt",
+        out_predictions=tmp_path / "predictions.csv", out_history=tmp_path / "history.csv",
+    )  # fmt: skip
+    written = pd.read_csv(tmp_path / "predictions.csv")
+    assert (written["y_sd"] > 0).all()
+    clean = pd.read_csv(tmp_path / "clean.csv")
+    again = gnn.GNNFamily().predict(tmp_path / "model.pt", clean["input"].tolist())
+    np.testing.assert_allclose(again["y_pred"], written["y_pred"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again["y_model_sd"], written["y_sd"], rtol=1e-4, atol=1e-6)
+
+
+def test_new_inputs_get_intervals_scaled_by_the_models_own_sd():
+    """With y_model_sd (a variance head, a within-split ensemble) predict's interval is the
+    seeds' mean normalized quantile times that sd; without it the absolute half-width."""
+    from biomol_dl.domain import Reference
+    from biomol_dl.evaluate import calibrated_test_metrics
+    from biomol_dl.trust import add_trust_columns
+
+    rng = np.random.default_rng(3)
+    blocks = {s: calibrated_test_metrics(_long("regression", rng), "regression", U.Settings())
+              for s in (0, 1)}  # fmt: skip
+    frame = pd.DataFrame({"task": "t0", "y_pred": [0.2, 0.5], "y_model_sd": [0.1, 1.0]})
+    args = dict(task="regression", inputs=["CCO", "CCN"], calibrations=blocks,
+                reference=Reference(["CCO"], "smiles"))  # fmt: skip
+    out = add_trust_columns(frame, **args)
+    fitted = [b["calibrators"]["t0"] for b in blocks.values()]
+    q = np.mean([f["interval"]["q"] for f in fitted])
+    scale = np.mean([f["variance_scale"]["scale"] for f in fitted])
+    np.testing.assert_allclose(out["y_hi"] - out["y_pred"], q * frame["y_model_sd"])
+    np.testing.assert_allclose(out["y_sd_calibrated"], scale * frame["y_model_sd"])
+    plain = add_trust_columns(frame.drop(columns="y_model_sd"), **args)
+    q_abs = np.mean([f["abs_interval"]["q"] for f in fitted])
+    np.testing.assert_allclose(plain["y_hi"] - plain["y_lo"], 2 * q_abs)
+    assert "y_sd_calibrated" not in plain
+
+
+def test_an_ensemble_stopped_in_a_later_member_resumes_to_the_same_predictions(tmp_path):
+    """SIGTERM while member 1 trains: the job stops with every member's state saved, and the
+    rerun gives exactly the predictions of an uninterrupted run, leaving no resume state."""
+    import os
+    import signal
+
+    from biomol_dl import training
+    from biomol_dl.models import mlp
+
+    _hetero_problem(tmp_path, n=120)
+    built = []
+
+    class Stopping(mlp.MLPFamily):
+        stop = False
+
+        def prepare_model(self, model, train_subset):
+            built.append(model)
+            super().prepare_model(model, train_subset)
+
+        def make_loader(self, subset, *, batch_size, shuffle, seed, pin_memory=False):
+            loader = super().make_loader(subset, batch_size=batch_size, shuffle=shuffle,
+                                         seed=seed, pin_memory=pin_memory)  # fmt: skip
+            if not (shuffle and Stopping.stop and len(built) == 2 and seed % 1000 == 2):
+                return loader
+            Stopping.stop = False
+            os.kill(os.getpid(), signal.SIGTERM)  # in member 1's second epoch
+            return loader
+
+    ensemble = {"estimate": "ensemble", "members": 2}
+    reference = _train(tmp_path, Stopping, ensemble, epochs=3, tag="ref")
+    resume = tmp_path / "resume"
+    Stopping.stop, built[:] = True, []
+    with pytest.raises(training.Preempted):
+        _train(tmp_path, Stopping, ensemble, epochs=3, tag="run", resume_dir=resume)
+    assert (resume / "last.pt").is_file() and (resume / "member1" / "last.pt").is_file()
+    built[:] = []
+    again = _train(tmp_path, Stopping, ensemble, epochs=3, tag="run", resume_dir=resume)
+    pd.testing.assert_frame_equal(pd.read_csv(again / "predictions.csv"),
+                                  pd.read_csv(reference / "predictions.csv"))  # fmt: skip
+    assert not resume.exists()

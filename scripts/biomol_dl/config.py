@@ -375,12 +375,29 @@ def check_uncertainty(name: str, spec: Mapping, family) -> None:
     if estimate in ("auto", "none") or estimate in family.uncertainty_estimates():
         return
     what = {"trees": "the spread across a random forest's trees",
-            "dropout": "MC dropout, which needs a torch family"}.get(estimate, estimate)  # fmt: skip
+            "dropout": "MC dropout, which needs a torch family",
+            "mve": "a mean-variance head, which needs a torch family",
+            "evidential": "an evidential head, which needs a torch family",
+            "ensemble": "a within-split ensemble of torch models"}.get(estimate, estimate)  # fmt: skip
     makes = ", ".join(family.uncertainty_estimates()) or "none of its own"
     raise ConfigError(
         f"invalid config at 'models.{name}.uncertainty.estimate': {estimate!r} is {what}; "
         f"family {family.name} makes {makes}; use one of those, auto or none"
     )
+
+
+REGRESSION_HEADS = ("mve", "evidential")
+
+
+def check_head_task(name: str, spec: Mapping, dataset: str, task: str) -> None:
+    """A variance head predicts a Gaussian (or NIG) per value: regression datasets only."""
+    estimate = (spec.get("uncertainty") or {}).get("estimate", "auto")
+    if estimate in REGRESSION_HEADS and task != "regression":
+        raise ConfigError(
+            f"invalid config at 'models.{name}.uncertainty.estimate': {estimate!r} is a "
+            f"regression head but dataset {dataset!r} is {task}; use dropout, ensemble, auto "
+            "or none"
+        )
 
 
 def check_split(name: str, ds: Mapping) -> None:
@@ -562,6 +579,7 @@ def cross_check(config: dict) -> None:
                 )
             for m in matches:
                 spec = config["models"][m]
+                check_head_task(m, spec, dname, ds["task"])
                 fkind = KINDS[config["featurizers"][spec["featurizer"]]["type"]]
                 mkind = FAMILIES[spec["family"]]["kind"]
                 if ds["kind"] not in {fkind} or mkind not in {"any", ds["kind"]}:

@@ -61,7 +61,7 @@ def calibrated_test_metrics(
     if val.empty or test.empty:
         return None
     has_sd = "y_sd" in pred.columns and pred["y_sd"].notna().any()
-    if settings.estimate in ("trees", "dropout") and task == "regression" and not has_sd:
+    if settings.estimate not in ("auto", "none") and task == "regression" and not has_sd:
         raise ValueError(f"{source}: uncertainty estimate {settings.estimate!r} but no y_sd column")
     use_sd = has_sd and settings.estimate != "none" and task == "regression"
     prob_cols = sorted((c for c in pred.columns if c.startswith("p_")), key=lambda c: int(c[2:]))

@@ -10,14 +10,17 @@ silently away.
 
 predictions.csv has one row per valid input row and label column (task):
 
-  id, row, input, task, y_pred, y_sd, n_models, [label], seed<N>..., [p_<k>, p_<k>_sd ...],
-  [y_lo, y_hi | p_calibrated, set | p_<k>_calibrated..., set], [similarity, in_domain]
+  id, row, input, task, y_pred, y_sd, [y_model_sd], n_models, [label], seed<N>...,
+  [p_<k>, p_<k>_sd ...], [y_lo, y_hi, [y_sd_calibrated] | p_calibrated, set |
+  p_<k>_calibrated..., set], [similarity, in_domain]
 
   row      1-based data row of the input file (as in the validate rule's rejects.csv)
   input    the validated input (canonical SMILES, normalised sequence)
   y_pred   ensemble mean: the value (regression), P(class 1) (binary, multitask_binary), or the
            class index of the highest mean probability (multiclass)
   y_sd     sd across seeds (empty with one model); multiclass: sd of the chosen class' probability
+  y_model_sd  regression models with an sd of their own (uncertainty estimate mve, evidential,
+           ensemble): the mean over seeds of it
   label    binary: 1 when y_pred >= 0.5; multiclass: the class name
   seed<N>  each model's own y_pred (not for multiclass); p_<k>, p_<k>_sd: multiclass mean and sd
 
@@ -156,6 +159,8 @@ def combine(
     stack = np.stack([per_seed[s]["y_pred"].to_numpy(float) for s in seeds])
     out["y_pred"] = stack.mean(axis=0)
     out["y_sd"] = stack.std(axis=0, ddof=1) if n > 1 else np.nan
+    if "y_model_sd" in first:  # each seed's own sd (a variance head, a within-split ensemble)
+        out["y_model_sd"] = np.mean([per_seed[s]["y_model_sd"].to_numpy(float) for s in seeds], 0)
     out["n_models"] = n
     if task in BINARY_TASKS:
         out["label"] = (out["y_pred"] >= 0.5).astype(int)

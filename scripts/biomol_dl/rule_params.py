@@ -79,19 +79,22 @@ def evaluate_uncertainty(config: dict, model: str) -> dict[str, Any]:
     return dict(config["models"][model].get("uncertainty") or {})
 
 
-TRAIN_ESTIMATES = ("dropout",)  # uncertainty estimates the train job computes
+# uncertainty estimates the train job computes, with the keys of `uncertainty` each one reads
+TRAIN_ESTIMATES = {"dropout": ("passes",), "mve": (), "evidential": (), "ensemble": ("members",)}
 
 
 def train_model_spec(config: dict, model: str) -> dict[str, Any]:
     """The model's entry with its name and featurizer spec, without `threads` and `search` (the
     search's own jobs take it: biomol_dl.search.study_spec); of `uncertainty` only an estimate
-    the train job computes (MC dropout: estimate and passes), the rest being the evaluate
-    rule's business."""
+    the train job computes (MC dropout: estimate and passes; a variance head: estimate; a
+    within-split ensemble: estimate and members), the rest being the evaluate rule's
+    business."""
     entry = config["models"][model]
     spec = {k: v for k, v in entry.items() if k not in ("threads", "uncertainty", "search")}
     estimate = (entry.get("uncertainty") or {}).get("estimate")
     if estimate in TRAIN_ESTIMATES:
-        spec["uncertainty"] = {"estimate": estimate, "passes": entry["uncertainty"]["passes"]}
+        keys = TRAIN_ESTIMATES[estimate]
+        spec["uncertainty"] = {"estimate": estimate, **{k: entry["uncertainty"][k] for k in keys}}
     spec["name"] = model
     spec["featurizer_spec"] = config["featurizers"][spec["featurizer"]]
     return spec

@@ -35,7 +35,10 @@ report(model_file) -> (params, metrics) for the job's tracking run.
 model.pt is a dict loadable with torch.load(path, weights_only=True): format, family, model_name,
 hyperparameters (the model params), train_config, featurizer, featurizer_spec, task,
 label_columns, n_outputs, target_scaler, feature_meta, state_dict, partial_state, extra,
-best_epoch, best_val_metric, monitor, versions, init (what it started from, or None).
+best_epoch, best_val_metric, monitor, versions, init (what it started from, or None), head
+(training.HEADS: point, or the mve / evidential head whose network has 2 / 4 outputs per task),
+members (a within-split ensemble's members 1..K-1: seed, best_epoch, best_val_metric,
+train_ids_sha256, state_dict; state_dict is member 0's).
 """
 
 from __future__ import annotations
@@ -118,8 +121,9 @@ def run_training(
     device = training.select_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    head = regression_head(model_spec, task)
     training.set_seed(seed)  # weight initialization depends on the seed only
-    built = _build(family, data)
+    built = _build(family, data, head)
     init_info = _start_from(family, built, model_spec, init_file)
     if init_info:
         run.log_params({"init": {**dict(model_spec["init"]), **init_info}})
@@ -146,18 +150,28 @@ def run_training(
         log_metrics=run.log_metrics,
         keep_resume_state=True,  # until model.pt is written, see below
         lr_scales=(init_info or {}).get("lr_scales"),
+        head=head,
     )
 
-    preds = training.predict(
+    preds, sd = training.predict_distribution(
         built.model,
         loader(built.dataset, False, seed),
         task=task,
         target_scaler=result.target_scaler,
         device=result.device,
         precision=result.precision,
+        head=head,
     )
-    sd = _dropout_sd(built.model, loader(built.dataset, False, seed), task, model_spec, result,
-                     seed)  # fmt: skip
+    if sd is None:
+        sd = _dropout_sd(built.model, loader(built.dataset, False, seed), task, model_spec,
+                         result, seed)  # fmt: skip
+    members = _ensemble_members(
+        family, data, built.dataset, model_spec, init_file, loader, cfg, seed, task, preds,
+        fit_args={"fingerprint": fingerprint, "resume_dir": resume_dir,
+                  "lr_scales": (init_info or {}).get("lr_scales"), "log_metrics": run.log_metrics},
+    )  # fmt: skip
+    if members:
+        preds, sd = members["preds"], members["sd"]
     write_predictions(out_predictions, data.ids, data.split, task, label_columns, data.y, preds,
                       sd=sd)  # fmt: skip
     _write_csv(pd.DataFrame(result.history), out_history)
@@ -166,10 +180,87 @@ def run_training(
     checkpoint = _checkpoint(family, built, data, result, cfg, model_spec, model_params, task,
                              label_columns, seed)  # fmt: skip
     checkpoint["init"] = init_info
+    checkpoint["head"] = head
+    if members:
+        checkpoint["members"] = members["checkpoint"]
     training.atomic_save(checkpoint, out_model)
+    for k in range(1, len((members or {}).get("checkpoint", [])) + 1):
+        training.clear_resume_state(_member_dir(resume_dir, k))
     training.clear_resume_state(resume_dir)
     summary = _log_end(run, result, device, time.perf_counter() - wall0)
     return {**summary, "monitor": result.monitor, "device": result.device}
+
+
+def member_seed(seed: int, k: int) -> int:
+    """The initialization seed of member k of a within-split ensemble (member 0: the job's)."""
+    return int(seed) + 1_000_003 * int(k)
+
+
+def _member_dir(resume_dir, k: int):
+    return None if resume_dir is None else Path(resume_dir) / f"member{k}"
+
+
+def _ensemble_members(family, data: _Inputs, dataset, model_spec, init_file, loader, cfg, seed,
+                      task, first_preds, fit_args) -> dict | None:  # fmt: skip
+    """Members 1..K-1 of a within-split ensemble (`uncertainty: {estimate: ensemble, members:
+    K}`), member 0 being the model already trained: the same split, the same batch order, only
+    the initialization (and dropout) seed differs, so no member saw a test row. Returns the
+    members' mean prediction, their sd (regression) and what model.pt keeps of members 1..K-1;
+    None when the estimate is not ensemble."""
+    entry = model_spec.get("uncertainty") or {}
+    if entry.get("estimate") != "ensemble":
+        return None
+    n_members = int(entry.get("members", 5))
+    train_sha = hashing.sha256_json([data.ids[i] for i in data.index["train"]])
+    stack, saved = [first_preds], []
+    log_metrics = fit_args["log_metrics"]
+    for k in range(1, n_members):
+        k_seed = member_seed(seed, k)
+        training.set_seed(k_seed)
+        built = _build(family, data, "point", dataset=dataset)
+        _start_from(family, built, model_spec, init_file)
+        result = training.fit(
+            built.model,
+            lambda epoch, b=built: loader(b.subsets["train"], True, seed * 1000 + epoch),
+            loader(built.subsets["val"], False, seed) if data.index["val"].size else None,
+            task=task,
+            config=dataclasses.replace(cfg, seed=k_seed),
+            y_train=data.y[data.index["train"]],
+            parameters=built.trainable,
+            resume_dir=_member_dir(fit_args["resume_dir"], k),
+            fingerprint={**fit_args["fingerprint"], "member": k},
+            log_metrics=lambda m, step=None, k=k: log_metrics(
+                {f"member{k}_{name}": v for name, v in m.items()}, step=step
+            ),
+            keep_resume_state=True,
+            lr_scales=fit_args["lr_scales"],
+        )
+        stack.append(training.predict(
+            built.model, loader(built.dataset, False, seed), task=task,
+            target_scaler=result.target_scaler, device=result.device, precision=result.precision,
+        ))  # fmt: skip
+        built.model.to("cpu")
+        saved.append({"seed": k_seed, "best_epoch": result.best_epoch,
+                      "best_val_metric": result.best_metric, "train_ids_sha256": train_sha,
+                      "state_dict": training.training_state(built.model, built.trainable)})  # fmt: skip
+        log.info("ensemble member %d/%d (seed %d): best epoch %d, %s %s", k + 1, n_members,
+                 k_seed, result.best_epoch, result.monitor, result.best_metric)  # fmt: skip
+    stack = np.stack(stack)
+    sd = stack.std(axis=0, ddof=1) if task == "regression" else None
+    log.info("ensemble of %d members on one split%s", n_members,
+             f": sd median {np.median(sd):.4g}" if sd is not None else "")  # fmt: skip
+    return {"preds": stack.mean(axis=0), "sd": sd, "checkpoint": saved}
+
+
+def regression_head(model_spec: Mapping[str, Any], task: str) -> str:
+    """The network head the model's `uncertainty.estimate` asks for (training.HEADS): mve or
+    evidential (regression only; the config refuses them elsewhere), else point."""
+    estimate = (model_spec.get("uncertainty") or {}).get("estimate")
+    if estimate not in ("mve", "evidential"):
+        return "point"
+    if task != "regression":
+        raise ValueError(f"uncertainty estimate {estimate!r} is for regression, not {task}")
+    return estimate
 
 
 def _dropout_sd(model, loader, task: str, model_spec: Mapping[str, Any], result, seed: int):
@@ -228,10 +319,12 @@ def _load_inputs(clean_csv, split_csv, features_pt, label_columns, task, model_p
     return _Inputs(ids, y, split, index, features, n_outputs)
 
 
-def _build(family: Family, data: _Inputs) -> _Built:
-    """Dataset, subsets and model (in this order: the seed was just set), input statistics
-    fitted on the train rows, and the parameters the optimizer updates."""
-    dataset = family.build_datasets(data.features, data.y)
+def _build(family: Family, data: _Inputs, head: str = "point", dataset=None) -> _Built:
+    """Dataset, subsets and model (in this order: the seed was just set; a variance head has
+    training.HEADS[head] outputs per task), input statistics fitted on the train rows, and the
+    parameters the optimizer updates. `dataset`: one built already (an ensemble's members)."""
+    if dataset is None:
+        dataset = family.build_datasets(data.features, data.y)
     if len(dataset) != len(data.ids):
         raise ValueError(
             f"{family.name}: build_datasets returned {len(dataset)} examples "
@@ -240,7 +333,7 @@ def _build(family: Family, data: _Inputs) -> _Built:
     subsets = {
         name: torch.utils.data.Subset(dataset, idx.tolist()) for name, idx in data.index.items()
     }
-    model = family.build_model(data.features, data.n_outputs)
+    model = family.build_model(data.features, training.head_outputs(head, data.n_outputs))
     family.prepare_model(model, subsets["train"])
     trainable = family.trainable_parameters(model)
     trainable = None if trainable is None else list(trainable)
@@ -625,8 +718,10 @@ def load_trained(
     family = as_family(family, dict(ckpt["hyperparameters"]))
     if ckpt.get("family") and ckpt["family"] != family.name:
         raise ValueError(f"{model_pt}: a {ckpt['family']!r} model, not {family.name!r}")
+    head = ckpt.get("head") or "point"
     model = family.build_model(
-        features if features is not None else ckpt["feature_meta"], int(ckpt["n_outputs"])
+        features if features is not None else ckpt["feature_meta"],
+        training.head_outputs(head, int(ckpt["n_outputs"])),
     )
     family.check_checkpoint(model, ckpt)
     result = model.load_state_dict(ckpt["state_dict"], strict=not ckpt["partial_state"])
@@ -642,7 +737,9 @@ def predict_inputs(
     """Predict new inputs (SMILES or sequences, already validated/canonical) with a model.pt.
 
     Featurizes with the checkpoint's featurizer_spec and returns a pandas DataFrame in long
-    format: input, task, y_pred (+ p_0..p_{K-1} for multiclass), like predictions.csv.
+    format: input, task, y_pred (+ p_0..p_{K-1} for multiclass), like predictions.csv; a
+    within-split ensemble's y_pred is its members' mean. Regression with a model sd of its own
+    (a variance head, a within-split ensemble's spread) adds y_model_sd.
     """
     from biomol_dl.features import build_featurizer
 
@@ -657,14 +754,29 @@ def predict_inputs(
     loader = family.make_loader(
         dataset, batch_size=int(ckpt["train_config"]["batch_size"]), shuffle=False, seed=0
     )
-    preds = training.predict(
-        model,
-        loader,
-        task=task,
-        target_scaler=training.TargetScaler.from_dict(ckpt["target_scaler"]),
-        device="cpu",
-    )
+
+    def predict_with(state: Mapping | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if state is not None:
+            model.load_state_dict(state, strict=not ckpt["partial_state"])
+        return training.predict_distribution(
+            model,
+            loader,
+            task=task,
+            target_scaler=training.TargetScaler.from_dict(ckpt["target_scaler"]),
+            device="cpu",
+            head=ckpt.get("head") or "point",
+        )
+
+    # a within-split ensemble predicts the mean of its members (model.pt "members")
+    members = [None] + [m["state_dict"] for m in ckpt.get("members") or ()]
+    outputs = [predict_with(state) for state in members]
+    preds = np.mean([p for p, _ in outputs], axis=0)
+    sd = outputs[0][1]  # a variance head's sd; a within-split ensemble's spread
+    if len(outputs) > 1 and task == "regression":
+        sd = np.std([p for p, _ in outputs], axis=0, ddof=1)
     frame = long_predictions(task, label_columns, None, preds).drop(columns="y_true")
+    if sd is not None:
+        frame["y_model_sd"] = np.asarray(sd, dtype=np.float64).T.reshape(-1)
     n_tasks = 1 if task == "multiclass" else len(label_columns)
     frame.insert(0, "input", np.tile(np.asarray(inputs, dtype=object), n_tasks))
     return frame

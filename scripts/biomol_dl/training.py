@@ -11,8 +11,10 @@ What `fit` does, top to bottom: AdamW (no weight decay on biases and norm weight
 rate that warms up linearly then follows a cosine / exponential / plateau / constant schedule
 (a torch LambdaLR, stepped per optimizer step); masked losses so NaN labels (missing multitask
 labels) contribute neither loss nor gradient; regression targets standardized per task with
-mean / sd of the TRAIN rows; optional class weights from the train labels; gradient accumulation
-and clipping (torch.nn.utils.clip_grad_norm_); mixed precision on CUDA (bf16 also on CPUs that have it); early stopping on
+mean / sd of the TRAIN rows; regression heads that predict a variance too (`HEADS`: mve,
+evidential), trained on their negative log-likelihood; optional class weights from the train
+labels; gradient accumulation and clipping (torch.nn.utils.clip_grad_norm_); mixed precision on
+CUDA (bf16 also on CPUs that have it); early stopping on
 the validation metric with the best weights restored at the end.
 
 `fit` is a short driver; read it first. Its parts, in the order an epoch runs them:
@@ -366,22 +368,87 @@ def to_device(batch: Any, device: torch.device) -> Any:
 # ----------------------------------------------------------------------------- losses and metrics
 
 
+# Regression heads: how many raw outputs per task the network returns and what they mean.
+#   point       the value (mean squared error)
+#   mve         mean and variance, the variance through softplus (Nix & Weigend 1994; chemprop's
+#               MVE): Gaussian negative log-likelihood
+#   evidential  the Normal-Inverse-Gamma parameters gamma, nu, alpha, beta (Amini et al. 2020;
+#               nu, beta through softplus, alpha = 1 + softplus): the NIG negative log-likelihood
+#               plus EVIDENTIAL_REG * |y - gamma| * (2 nu + alpha); its sd is the total
+#               (aleatoric + epistemic) sqrt(beta (1 + nu) / (nu (alpha - 1)))
+# The outputs of a head are grouped by parameter: [B, T] means, then [B, T] of the next, ...
+HEADS = {"point": 1, "mve": 2, "evidential": 4}
+EVIDENTIAL_REG = 0.2  # chemprop 2's default weight of the evidence regularizer
+_MIN_VAR = 1e-6
+
+
+def head_outputs(head: str, n_tasks: int) -> int:
+    """The network outputs a head needs for n_tasks regression tasks."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    return HEADS[head] * n_tasks
+
+
+def head_parts(out: torch.Tensor, head: str) -> tuple[torch.Tensor, ...]:
+    """The head's parameters from the raw outputs [B, HEADS[head] * T], each [B, T], positive
+    where they must be: (mean,) | (mean, var) | (gamma, nu, alpha, beta)."""
+    if head == "point":
+        return (out,)
+    parts = out.chunk(HEADS[head], dim=1)
+    if head == "mve":
+        return parts[0], F.softplus(parts[1]) + _MIN_VAR
+    gamma, nu, alpha, beta = parts
+    return (gamma, F.softplus(nu) + _MIN_VAR, F.softplus(alpha) + 1.0 + _MIN_VAR,
+            F.softplus(beta) + _MIN_VAR)  # fmt: skip
+
+
+def head_variance(parts: tuple[torch.Tensor, ...], head: str) -> torch.Tensor | None:
+    """The predictive variance of a head's parameters (standardized units); None for point."""
+    if head == "mve":
+        return parts[1]
+    if head == "evidential":
+        _, nu, alpha, beta = parts
+        return beta * (1 + nu) / (nu * (alpha - 1))
+    return None
+
+
+def _head_loss(parts: tuple[torch.Tensor, ...], z: torch.Tensor, head: str) -> torch.Tensor:
+    """Element-wise loss of a regression head against standardized targets z."""
+    if head == "point":
+        return (parts[0] - z) ** 2
+    if head == "mve":
+        return F.gaussian_nll_loss(parts[0], z, parts[1], full=True, reduction="none")
+    gamma, nu, alpha, beta = parts
+    omega = 2 * beta * (1 + nu)
+    nll = (
+        0.5 * torch.log(math.pi / nu)
+        - alpha * torch.log(omega)
+        + (alpha + 0.5) * torch.log(nu * (z - gamma) ** 2 + omega)
+        + torch.lgamma(alpha)
+        - torch.lgamma(alpha + 0.5)
+    )
+    return nll + EVIDENTIAL_REG * (z - gamma).abs() * (2 * nu + alpha)
+
+
 class _Loss:
     """Masked loss: sum over the labelled entries of a batch, and how many there were.
 
     Missing labels are replaced by 0 BEFORE the element-wise loss so no NaN enters the graph
     (torch.where would otherwise pass 0 * NaN = NaN gradients), then masked out of the sum.
+    Regression takes the loss of its head (`HEADS`).
     """
 
-    def __init__(self, task: str, scaler: TargetScaler, pos_weight, class_weight, device):
+    def __init__(self, task: str, scaler: TargetScaler, pos_weight, class_weight, device,
+                 head: str = "point"):  # fmt: skip
         self.task = task
+        self.head = head
         self.mean = torch.tensor(scaler.mean, dtype=torch.float32, device=device)
         self.sd = torch.tensor(scaler.sd, dtype=torch.float32, device=device)
         self.pos_weight = None if pos_weight is None else pos_weight.to(device)
         self.class_weight = None if class_weight is None else class_weight.to(device)
 
     def __call__(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = _check_output(out, y, self.task).float()
+        out = _check_output(out, y, self.task, self.head).float()
         y = y.float()
         if self.task == "multiclass":
             mask = ~torch.isnan(y[:, 0])
@@ -394,7 +461,7 @@ class _Loss:
         mask = ~torch.isnan(y)
         target = torch.where(mask, y, torch.zeros_like(y))
         if self.task == "regression":
-            loss = (out - (target - self.mean) / self.sd) ** 2
+            loss = _head_loss(head_parts(out, self.head), (target - self.mean) / self.sd, self.head)
         else:
             loss = F.binary_cross_entropy_with_logits(
                 out, target, pos_weight=self.pos_weight, reduction="none"
@@ -403,7 +470,9 @@ class _Loss:
         return loss.sum(), mask.sum().float()
 
 
-def _check_output(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+def _check_output(
+    out: torch.Tensor, y: torch.Tensor, task: str, head: str = "point"
+) -> torch.Tensor:
     if not torch.is_tensor(out):
         raise TypeError(f"model(batch) must return a tensor, got {type(out).__name__}")
     if out.dim() == 1 and y.shape[1] == 1 and task != "multiclass":
@@ -412,8 +481,12 @@ def _check_output(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor
         raise ValueError(
             f"model output shape {tuple(out.shape)} does not match labels {tuple(y.shape)}"
         )
-    if task != "multiclass" and out.shape[1] != y.shape[1]:
-        raise ValueError(f"model returns {out.shape[1]} outputs for {y.shape[1]} label columns")
+    per_task = HEADS[head] if task == "regression" else 1
+    if task != "multiclass" and out.shape[1] != y.shape[1] * per_task:
+        extra = f" ({head} head: {per_task} per column)" if per_task > 1 else ""
+        raise ValueError(
+            f"model returns {out.shape[1]} outputs for {y.shape[1]} label columns{extra}"
+        )
     return out
 
 
@@ -471,7 +544,7 @@ def _evaluate(model, loader, loss_fn, device, precision):
         y = batch["y"]
         with _autocast(device, precision):
             out = model(batch)
-        out = _check_output(out, y, loss_fn.task).float()
+        out = _check_output(out, y, loss_fn.task, loss_fn.head).float()
         s, c = loss_fn(out, y)
         loss_sum += float(s)
         count += float(c)
@@ -483,8 +556,11 @@ def _evaluate(model, loader, loss_fn, device, precision):
     return torch.cat(outs).double().numpy(), torch.cat(ys).double().numpy(), loss
 
 
-def _outputs_to_predictions(task: str, out: np.ndarray, scaler: TargetScaler | None) -> np.ndarray:
+def _outputs_to_predictions(
+    task: str, out: np.ndarray, scaler: TargetScaler | None, head: str = "point"
+) -> np.ndarray:
     if task == "regression":
+        out = out[:, : out.shape[1] // HEADS[head]]  # the means (a head's first part)
         if scaler is None:
             return out
         return out * np.asarray(scaler.sd) + np.asarray(scaler.mean)
@@ -492,7 +568,6 @@ def _outputs_to_predictions(task: str, out: np.ndarray, scaler: TargetScaler | N
     return (torch.softmax(t, dim=1) if task == "multiclass" else torch.sigmoid(t)).numpy()
 
 
-@torch.no_grad()
 def predict(
     model: torch.nn.Module,
     loader: Iterable,
@@ -501,34 +576,59 @@ def predict(
     target_scaler: TargetScaler | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    head: str = "point",
 ) -> np.ndarray:
     """Predictions for every example of `loader`, in loader order, as float64 numpy.
 
-    regression: [N, T] values in the original units (de-standardized with `target_scaler`);
-    binary / multitask_binary: [N, T] probabilities; multiclass: [N, K] softmax probabilities.
-    Leaves the model in eval mode.
+    regression: [N, T] values in the original units (de-standardized with `target_scaler`; a
+    variance head's means); binary / multitask_binary: [N, T] probabilities; multiclass: [N, K]
+    softmax probabilities. Leaves the model in eval mode.
     """
+    return predict_distribution(model, loader, task=task, target_scaler=target_scaler,
+                                device=device, precision=precision, head=head)[0]  # fmt: skip
+
+
+@torch.no_grad()
+def predict_distribution(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    task: str,
+    target_scaler: TargetScaler | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    head: str = "point",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(predictions as `predict` gives them, [N, T] predictive sd in the original units of a
+    regression variance head, else None), from one pass over `loader`."""
     _resolve_metric(task, "auto")
     if device is None:
         first = next(iter(model.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     model.eval()
-    out = _raw_outputs(model, loader, task, device, precision)
+    out = _raw_outputs(model, loader, task, device, precision, head)
     if out is None:
-        return np.zeros((0, 0))
-    return _outputs_to_predictions(task, out, target_scaler)
+        return np.zeros((0, 0)), None
+    preds = _outputs_to_predictions(task, out, target_scaler, head)
+    if task != "regression" or head == "point":
+        return preds, None
+    var = head_variance(head_parts(torch.from_numpy(out), head), head).numpy()
+    scale = np.asarray(target_scaler.sd) if target_scaler is not None else 1.0
+    return preds, np.sqrt(var) * scale
 
 
-def _raw_outputs(model, loader: Iterable, task: str, device, precision: str) -> np.ndarray | None:
-    """The model's raw outputs over a loader, float64 [N, T | K], in the model's current mode;
-    None for an empty loader."""
+def _raw_outputs(
+    model, loader: Iterable, task: str, device, precision: str, head: str = "point"
+) -> np.ndarray | None:
+    """The model's raw outputs over a loader, float64 [N, T | K | head * T], in the model's
+    current mode; None for an empty loader."""
     outs = []
     for batch in loader:
         batch = to_device(batch, device)
         with _autocast(device, precision):
             out = model(batch)
-        outs.append(_check_output(out, batch["y"], task).float().cpu())
+        outs.append(_check_output(out, batch["y"], task, head).float().cpu())
     return torch.cat(outs).double().numpy() if outs else None
 
 
@@ -820,6 +920,7 @@ def fit(
     log_metrics: Callable[..., Any] | None = None,
     keep_resume_state: bool = False,
     lr_scales: Mapping[str, float] | None = None,
+    head: str = "point",
 ) -> FitResult:
     """Train `model` in place and leave it holding the weights of the best validation epoch.
 
@@ -840,10 +941,13 @@ def fit(
       outputs are written (a kill while writing them then costs no retraining).
     lr_scales: {parameter-name prefix: factor of lr} (e.g. {"encoder.": 0.1} to fine-tune a
       pretrained encoder at a tenth of the head's rate); the schedule scales every group alike.
+    head: the regression head the model's outputs are (`HEADS`): point, mve or evidential; the
+      loss is its negative log-likelihood, early stopping still watches the metric of its means.
 
     Raises Preempted (exit status 143) after SIGTERM, once the checkpoint is written.
     """
-    run = _setup(model, task, config, y_train, parameters, resume_dir, fingerprint, lr_scales)
+    run = _setup(model, task, config, y_train, parameters, resume_dir, fingerprint, lr_scales,
+                 head)  # fmt: skip
     st, rng = _resume(run)
     resumed_from = st.epoch if rng is not None else None
     log.info("training %s on %s (%s): %d trainable parameters, metric %s, up to %d epochs",
@@ -872,9 +976,13 @@ def fit(
     return _finish(run, st, resumed_from, resume_dir, keep_resume_state)
 
 
-def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint, lr_scales) -> _Run:
+def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint, lr_scales,
+           head="point") -> _Run:  # fmt: skip
     """Check the inputs, seed, pick device and precision, build optimizer, grad scaler and loss."""
     cfg.check()
+    if head != "point" and task != "regression":
+        raise ValueError(f"a {head} head is for regression, not {task}")
+    head_outputs(head, 1)
     metric = _resolve_metric(task, cfg.metric)
     y_train = np.asarray(y_train, dtype=np.float64)
     if y_train.ndim != 2:
@@ -907,13 +1015,14 @@ def _setup(model, task, cfg, y_train, parameters, resume_dir, fingerprint, lr_sc
         keys=keys,
         optimizer=_make_optimizer(model, params, cfg, lr_scales),
         grad_scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
-        loss_fn=_Loss(task, scaler, pos_weight, None, device),
+        loss_fn=_Loss(task, scaler, pos_weight, None, device, head),
         fingerprint={
             "train": cfg.fingerprint(),
             "task": task,
             "n_train": int(y_train.shape[0]),
             "n_params": int(sum(p.numel() for p in params)),
             "lr_scales": dict(lr_scales or {}),
+            **({"head": head} if head != "point" else {}),
             "extra": dict(fingerprint or {}),
         },
         ckpt_path=Path(resume_dir) / RESUME_FILE if resume_dir else None,
@@ -1036,7 +1145,7 @@ def _validate(run: _Run, val_data) -> tuple[float | None, float, bool]:
     )
     value = None
     if val_out is not None:
-        preds = _outputs_to_predictions(run.task, val_out, run.target_scaler)
+        preds = _outputs_to_predictions(run.task, val_out, run.target_scaler, run.loss_fn.head)
         value = evaluate_metric(run.task, run.metric, val_y, preds)
     if run.metric == "loss":
         value = val_loss

@@ -6,9 +6,12 @@ The calibrators are the ones the evaluate rule fitted on each seed's validation 
 long predictions (one row per input and task):
 
   regression        y_lo, y_hi   the split-conformal interval at the model's `coverage`, centred
-                                 on y_pred with the absolute-residual half-width (the mean of the
-                                 seeds' validation quantiles; a model's own sd is not recomputed
-                                 for new inputs)
+                                 on y_pred: where the predictions carry the model's own sd for
+                                 new inputs (y_model_sd: a variance head, a within-split
+                                 ensemble) q * y_model_sd with q the mean of the seeds'
+                                 sd-normalized validation quantiles, and y_sd_calibrated the
+                                 variance-scaled sd; else the absolute-residual half-width (the
+                                 mean of the seeds' validation quantiles)
   binary, multitask p_calibrated mean over seeds of each seed's calibrated P(class 1)
                     set          the conformal prediction set of classes ("0", "1", "0|1", or
                                  empty), from p_calibrated and the seeds' mean threshold
@@ -81,8 +84,20 @@ def add_trust_columns(
     n_inputs = len(inputs)
     tasks = out["task"].astype(str).to_numpy()
     if task == "regression":
-        half = np.array([np.mean([_q(calibrations[s], t, "abs_interval") for s in seeds])
-                         for t in tasks])  # fmt: skip
+        normalized = "y_model_sd" in out and all(
+            "interval" in calibrations[s]["calibrators"][t] for s in seeds for t in set(tasks)
+        )
+        if normalized:
+            q = np.array([np.mean([_q(calibrations[s], t, "interval") for s in seeds])
+                          for t in tasks])  # fmt: skip
+            scale = np.array([np.mean([calibrations[s]["calibrators"][t]["variance_scale"]["scale"]
+                                       for s in seeds]) for t in tasks])  # fmt: skip
+            sd = out["y_model_sd"].to_numpy(float)
+            half = q * sd
+            out["y_sd_calibrated"] = scale * sd
+        else:
+            half = np.array([np.mean([_q(calibrations[s], t, "abs_interval") for s in seeds])
+                             for t in tasks])  # fmt: skip
         out["y_lo"] = out["y_pred"] - half
         out["y_hi"] = out["y_pred"] + half
     elif task in BINARY_TASKS:

@@ -1,6 +1,9 @@
 """Uncertainty a prediction can be trusted with: calibrators fitted on the validation split and
 the metrics that say whether an interval or a probability means what it says.
 
+The sd comes from the model (predictions.csv's y_sd: a forest's tree spread, MC dropout, a
+mean-variance or evidential head, a within-split ensemble); the calibrators treat them alike.
+
 Every calibrator here has a `fit_*` function that sees validation rows only and returns a small
 frozen object (JSON-able through `as_dict`) that is then applied to the test rows or to new
 inputs; nothing in this module ever looks at a test label to fit anything.
@@ -467,10 +470,13 @@ class Settings:
     """A model's `uncertainty:` entry (workflow/schemas/config.schema.yaml)."""
 
     coverage: float = COVERAGE
-    estimate: str = "auto"  # auto | none | trees | dropout: the sd regression intervals scale with
+    # the sd regression intervals scale with: auto | none | trees | dropout | mve | evidential |
+    # ensemble (all but auto and none are computed by the train job)
+    estimate: str = "auto"
     probability: str = "temperature"
     bins: int = BINS
-    passes: int = 20  # MC dropout (computed by the train job)
+    passes: int = 20  # MC dropout
+    members: int = 5  # a within-split ensemble
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any] | None) -> Settings:

@@ -146,12 +146,15 @@ class Family:
     encoder_modules: ClassVar[tuple[str, ...]] = ()
     head_module: ClassVar[str] = "head"
     # Uncertainty (`uncertainty.estimate`, biomol_dl.uncertainty): the sd estimates the family
-    # writes itself as predictions.csv's y_sd (rf: "trees"); torch families add MC dropout.
+    # writes itself as predictions.csv's y_sd (rf: "trees"); the torch loop adds MC dropout, the
+    # mean-variance and evidential heads (the network's n_outputs grow, training.HEADS) and
+    # within-split ensembles for every torch family.
     sd_estimates: ClassVar[tuple[str, ...]] = ()
+    TORCH_ESTIMATES: ClassVar[tuple[str, ...]] = ("dropout", "mve", "evidential", "ensemble")
 
     @classmethod
     def uncertainty_estimates(cls) -> tuple[str, ...]:
-        return cls.sd_estimates + (("dropout",) if cls.uses_torch else ())
+        return cls.sd_estimates + (cls.TORCH_ESTIMATES if cls.uses_torch else ())
 
     def __init__(self, params: Mapping[str, Any] | ModelParams | None = None):
         """params: the model entry's params (model and loop keys) or a Params instance."""

@@ -51,14 +51,14 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: right; }
 td.text { overflow-wrap: anywhere; }
 td .sd { white-space: nowrap; }
-table.leaderboard, table.per-task, table.per-seed { width: 100%; }
+table.leaderboard, table.per-task, table.per-seed, table.uncertainty { width: 100%; }
 th { background: var(--band); font-weight: 600; white-space: normal; vertical-align: bottom; }
 td .sd { color: var(--muted); font-size: 12px; }
 td.model { min-width: 8em; }
-table.leaderboard, table.per-task { font-size: 13px; }
+table.leaderboard, table.per-task, table.uncertainty { font-size: 13px; }
 td.text, th.text { text-align: left; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
-table.leaderboard td.best { font-weight: 700; }
+table.leaderboard td.best, table.uncertainty td.best { font-weight: 700; }
 table.leaderboard tr.baseline td.model::after { content: " baseline"; font-size: 11px;
   color: #8a5a00; background: #fff3d6; border-radius: 3px; padding: 0 4px; margin-left: 4px; }
 th.primary { background: #e3eef7; }
@@ -380,7 +380,82 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
         f"<b>Leaderboard.</b> test (filled) and validation (open) {escape(metric)}"
         f" per model, mean ± sd; dots are single seeds. "
         f"<a href='{escape(_rel(png.with_name(report['leaderboard_svg']), base))}'>SVG</a>"
-        "</figcaption></figure>" + _per_task_details(report, rows) + _per_seed_details(report)
+        "</figcaption></figure>"
+        + _uncertainty_table(name, rows)
+        + _per_task_details(report, rows)
+        + _per_seed_details(report)
+    )
+
+
+# The calibrated uncertainty metrics of the test split (metrics.json `test_calibrated`, fitted on
+# validation): (metric, heading, what is better: low, high, or None for the nominal coverage).
+UNCERTAINTY_COLUMNS = (
+    ("interval_coverage", "interval coverage", "nominal"),
+    ("interval_width", "interval width", "low"),
+    ("abs_interval_coverage", "abs. interval coverage", "nominal"),
+    ("abs_interval_width", "abs. interval width", "low"),
+    ("miscalibration_area", "miscal. area", "low"),
+    ("ence", "ENCE", "low"),
+    ("nll", "NLL", "low"),
+    ("sd_spearman", "Spearman sd / |error|", "high"),
+    ("raw_ece", "ECE raw", "low"),
+    ("ece", "ECE", "low"),
+    ("brier", "Brier", "low"),
+    ("set_size", "set size", "low"),
+    ("set_coverage", "set coverage", "nominal"),
+)
+
+
+def _uncertainty_table(name: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The shown models' calibrated test metrics, mean ± sd over seeds; nothing when none has
+    them. Best per column in bold: nearest the nominal coverage, lowest or highest."""
+    key = "test_calibrated_{}_mean".format
+    columns = [c for c in UNCERTAINTY_COLUMNS if any(r.get(key(c[0])) is not None for r in rows)]
+    if not columns:
+        return ""
+
+    def distance(r: Mapping[str, Any], metric: str, better: str) -> float | None:
+        value = r.get(key(metric))
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if better == "nominal":
+            nominal = r.get("test_calibrated_coverage")
+            return None if nominal is None else abs(value - nominal)
+        return value if better == "low" else -value
+
+    best = {}
+    for metric, _, better in columns:
+        values = [d for r in rows if (d := distance(r, metric, better)) is not None]
+        best[metric] = min(values) if values else None
+    head = "<th class='text'>model</th><th class='text'>sd estimate</th><th>nominal</th>" + "".join(
+        f"<th>{escape(title)}</th>" for _, title, _ in columns
+    )
+    body = []
+    for r in rows:
+        cells = []
+        for metric, _, better in columns:
+            d = distance(r, metric, better)
+            bold = d is not None and best[metric] is not None and d == best[metric]
+            cells.append(
+                f"<td class='{'best' if bold else ''}'>"
+                f"{_mean_sd(r.get(key(metric)), r.get(f'test_calibrated_{metric}_sd'), True)}</td>"
+            )
+        body.append(
+            f"<tr><td class='text model'>{_name(r['model'])}</td>"
+            f"<td class='text'>{escape(str(r.get('test_calibrated_estimate') or '–'))}</td>"
+            f"<td>{_num(r.get('test_calibrated_coverage'), 2)}</td>" + "".join(cells) + "</tr>"
+        )
+    return (
+        f'<h3 id="{escape(name)}-uncertainty">Uncertainty on the test split</h3>'
+        "<p class='note'>Calibrated on the validation split only (the model's "
+        "<code>uncertainty:</code> settings), scored on test; mean ± sd over seeds, best per "
+        "column in bold (coverage: nearest the nominal). Regression: split-conformal interval "
+        "normalized by the model's sd where it has one (abs.: absolute residuals), "
+        "miscalibration area, ENCE, Gaussian NLL after variance scaling, Spearman between sd and "
+        "absolute error; classification: ECE before (raw) and after calibration, Brier, NLL, "
+        "conformal prediction set size and coverage.</p>"
+        f"<table class='uncertainty' id='uncertainty-{escape(name)}'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
 
 

@@ -69,7 +69,28 @@ def calibrated_columns(metrics_files: Sequence[str | Path]) -> pd.DataFrame:
     agg = long.groupby(["model", "metric"])["value"].agg(mean="mean", sd="std").reset_index()
     table = agg.pivot_table(index="model", columns="metric", values=["mean", "sd"], dropna=False)
     table.columns = [f"test_calibrated_{metric}_{stat}" for stat, metric in table.columns]
-    return table.reset_index()[["model", *sorted(table.columns)]]
+    table = table.reset_index()[["model", *sorted(table.columns)]]
+    return table.merge(calibration_settings(metrics_files), on="model", how="left")
+
+
+def calibration_settings(metrics_files: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per model: the nominal coverage and the sd estimate its calibration used
+    (`test_calibrated_coverage`, `test_calibrated_estimate`: the `uncertainty.estimate`, or
+    none where the predictions had no sd), from the first seed's metrics.json that has them."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in metrics_files:
+        match = PATH_RE.search(Path(path).as_posix())
+        settings = (json.loads(Path(path).read_text()).get("test_calibrated") or {}).get("settings")
+        if not match or not settings or match["model"] in rows:
+            continue
+        used = settings.get("estimate_used", "none") != "none"
+        rows[match["model"]] = {
+            "model": match["model"],
+            "test_calibrated_coverage": settings.get("coverage"),
+            "test_calibrated_estimate": settings.get("estimate", "auto") if used else "none",
+        }
+    columns = ["model", "test_calibrated_coverage", "test_calibrated_estimate"]
+    return pd.DataFrame(list(rows.values()), columns=columns)
 
 
 def per_task_table(
