@@ -252,3 +252,23 @@ def test_parallel_slots_get_distinct_points_from_each_sampler(sampler, tiny_conf
         assert params["hidden"] in ([8], [16, 8])  # list choices decoded
         points.add(json.dumps(params, sort_keys=True))
     assert len(points) == 6
+
+
+def test_history_plot_shows_pruned_trials_at_their_last_value():
+    """A pruned trial has no value in the study; the plot puts it at its last reported one."""
+    import pandas as pd
+
+    from biomol_dl.report import plots
+
+    trials = pd.DataFrame({
+        "number": [0, 1, 2], "state": ["complete", "pruned", "fail"],
+        "value": [1.0, float("nan"), float("nan")], "last_value": [1.0, 2.5, float("nan")],
+    })  # fmt: skip
+    best = {"metric": "rmse", "direction": "minimize", "importances": {}}
+    fig = plots.study_figure(trials, best, title="t")
+    points = {
+        c.get_label(): c.get_offsets().tolist() for c in fig.axes[0].collections if c.get_label()
+    }
+    assert points["pruned (1)"] == [[1.0, 2.5]]
+    assert points["complete (1)"] == [[0.0, 1.0]]
+    assert "failed (1)" in points

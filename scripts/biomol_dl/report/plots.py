@@ -817,10 +817,14 @@ def study_figure(trials: pd.DataFrame, best: Mapping, *, title: str):
         fig, axes = _figure(1, 2, size=(9.6, 3.8))
         ax, bars = axes[0]
         metric = f"val {best['metric']}"
+        # a pruned trial has no value in the study: its last reported (per-epoch) value
+        shown = trials["value"]
+        if "last_value" in trials:
+            shown = shown.where(trials["state"] != "pruned", trials["last_value"])
         for state, marker, color in (("complete", "o", "C0"), ("pruned", "x", "C1")):
-            part = trials[trials["state"] == state]
-            ax.scatter(part["number"], part["value"], marker=marker, color=color,
-                       label=f"{state} ({len(part)})", zorder=3)  # fmt: skip
+            part = trials["state"] == state
+            ax.scatter(trials.loc[part, "number"], shown[part], marker=marker, color=color,
+                       label=f"{state} ({int(part.sum())})", zorder=3)  # fmt: skip
         failed = trials[trials["state"] == "fail"]
         if len(failed):
             ax.scatter(failed["number"], [ax.get_ylim()[0]] * len(failed), marker="v",
