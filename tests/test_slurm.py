@@ -396,8 +396,8 @@ def test_workstation_profile_runs_at_most_k_gpu_jobs(resources, expected, tmp_pa
 def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsys):
     """The real workflow with the SLURM profile: every non-local job is an sbatch job, the GPU
     training rule is scheduled with its GPU request (and trains on the CPU inside it), each
-    job's MLflow run carries its SLURM job id, and a hyperparameter search's trials are SLURM
-    jobs of their own that share one study on the (shared) disk."""
+    job's MLflow run carries its SLURM job id, and a hyperparameter search's trial is a SLURM job
+    of its own that tells its result to the study on the (shared) disk."""
     import copy
 
     import yaml
@@ -406,13 +406,19 @@ def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsy
 
     config = copy.deepcopy(tiny_config)
     config["datasets"] = {"tiny_logbb": config["datasets"]["tiny_logbb"]}
-    # the cheapest search: 2 trials of a small forest (no GPU, so they run beside train_mlp)
+    # the cheapest search: one trial of a small forest (no GPU, so it runs beside the training
+    # jobs). The targets are the models' metrics and the trial's record, not summary.csv, which
+    # would add the tuned forest's chain (local search_best, train_rf, evaluate) to the critical
+    # path. Parallel trials sharing a study are tests/test_search.py's (2 at once, same code).
     config["models"]["rf_morgan"]["search"] = TINY_SEARCH
     configfile = write_config(tmp_path, config)
+    targets = [
+        f"results/tiny_logbb/evaluate/{m}/seed0/metrics.json" for m in ("rf_morgan", "mlp_morgan")
+    ]
+    targets += [f"{RF_STUDY}/trials/{slot}.json" for slot in range(TINY_SEARCH["n_trials"])]
     run = run_snakemake_on_slurm(
-        tmp_path, configfile, ["results/summary.csv", f"{RF_STUDY}/best.json"],
-        cluster=slurm_cluster, timeout=600,
-    ).check()  # fmt: skip
+        tmp_path, configfile, targets, cluster=slurm_cluster, timeout=600
+    ).check()
 
     train_ids = run.job_ids("train_mlp")
     assert len(train_ids) == 1 and run.job_ids("train_rf")
@@ -435,13 +441,13 @@ def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsy
         if "slurm_job_id" in r.data.tags
     }
     assert tagged and tagged <= submitted
-    _check_search_went_through_slurm(run, tmp_path, config, client, exp.experiment_id)
+    _check_search_went_through_slurm(run, tmp_path, client, exp.experiment_id)
     with capsys.disabled():
         print(f"\n[slurm] tiny pipeline ({len(run.jobs)} SLURM jobs) took {run.seconds:.0f} s")
 
 
 TINY_SEARCH = {
-    "n_trials": 2,
+    "n_trials": 1,
     "sampler": "random",
     "pruner": "none",
     "space": {
@@ -452,34 +458,36 @@ TINY_SEARCH = {
 RF_STUDY = "results/tiny_logbb/search/rf_morgan"
 
 
-def _check_search_went_through_slurm(run, workdir, config, client, experiment_id):
-    """Each trial slot was its own sbatch job; the study in storage holds the two trials, both
-    COMPLETE, each carrying the SLURM job id that ran it, as do their MLflow runs."""
-    import copy
+def _check_search_went_through_slurm(run, workdir, client, experiment_id):
+    """The trial slot was an sbatch job of its own; the study in storage holds its trial,
+    COMPLETE, carrying the SLURM job id that ran it, as does its MLflow run."""
     import json
 
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
-    from biomol_dl import search
-    from biomol_dl.config import load_config
-
     trial_ids = run.job_ids("search_trial")
-    assert len(trial_ids) == 2 and len(set(trial_ids)) == 2, run.jobs
+    assert len(trial_ids) == TINY_SEARCH["n_trials"], run.jobs
     for job_id in trial_ids:
-        assert _scontrol_job(job_id)["JobState"] == "COMPLETED"
-        assert "gpu" not in _scontrol_job(job_id).get("TresPerJob", "")  # a forest asks none
+        job = _scontrol_job(job_id)
+        assert job["JobState"] == "COMPLETED"
+        assert "gpu" not in job.get("TresPerJob", "")  # a forest asks for none
     slot_log = (workdir / "logs/search_trial/tiny_logbb/rf_morgan_trial0.log").read_text()
     assert "slot 0: trial" in slot_log
 
-    spec = search.study_spec(load_config(copy.deepcopy(config)), "tiny_logbb", "rf_morgan")
-    study = search.open_study({**spec, "storage": str(workdir / spec["storage"])})
-    trials = study.get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    storage = JournalStorage(JournalFileBackend(str(workdir / RF_STUDY / "study.journal")))
+    trials = optuna.load_study(study_name=None, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * len(trial_ids)
     assert {int(t.user_attrs["slurm_job_id"]) for t in trials} == set(trial_ids)
-    assert sorted(t.user_attrs["slot"] for t in trials) == [0, 1]
-    best = json.loads((workdir / RF_STUDY / "best.json").read_text())
-    assert best["counted"] == {"complete": 2, "pruned": 0, "fail": 0}
-    assert best["best_value"] == min(t.value for t in trials)
+    assert sorted(t.user_attrs["slot"] for t in trials) == list(range(len(trial_ids)))
+    records = [
+        json.loads((workdir / RF_STUDY / f"trials/{i}.json").read_text())
+        for i in range(len(trial_ids))
+    ]
+    assert sorted(r["number"] for r in records) == sorted(t.number for t in trials)
+    assert all(r["state"] == "complete" for r in records)
 
     runs = client.search_runs([experiment_id], "tags.rule = 'search_trial'")
     assert {int(r.data.tags["slurm_job_id"]) for r in runs} == set(trial_ids)
