@@ -255,14 +255,17 @@ def test_parallel_slots_get_distinct_points_from_each_sampler(sampler, tiny_conf
 
 
 def test_history_plot_shows_pruned_trials_at_their_last_value():
-    """A pruned trial has no value in the study; the plot puts it at its last reported one."""
+    """A pruned trial has no value in the study; the plot puts it at its last reported one.
+    Trials no slot counts are drawn apart and never make the best-so-far line."""
     import pandas as pd
 
     from biomol_dl.report import plots
 
+    nan = float("nan")
     trials = pd.DataFrame({
-        "number": [0, 1, 2], "state": ["complete", "pruned", "fail"],
-        "value": [1.0, float("nan"), float("nan")], "last_value": [1.0, 2.5, float("nan")],
+        "number": [0, 1, 2, 3], "state": ["complete", "pruned", "fail", "complete"],
+        "counted": ["True", "True", "True", "False"],  # as read back from trials.csv
+        "value": [1.0, nan, nan, 0.5], "last_value": [1.0, 2.5, nan, 0.5],
     })  # fmt: skip
     best = {"metric": "rmse", "direction": "minimize", "importances": {}}
     fig = plots.study_figure(trials, best, title="t")
@@ -272,3 +275,6 @@ def test_history_plot_shows_pruned_trials_at_their_last_value():
     assert points["pruned (1)"] == [[1.0, 2.5]]
     assert points["complete (1)"] == [[0.0, 1.0]]
     assert "failed (1)" in points
+    assert points["not counted (1)"] == [[3.0, 0.5]]  # a slot beyond n_trials: not the best
+    (best_line,) = fig.axes[0].lines
+    assert best_line.get_ydata().tolist() == [1.0]

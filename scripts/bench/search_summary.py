@@ -30,10 +30,12 @@ def _mean_sd(values: list[float]) -> str:
 
 def model_rows(workdir: Path, dataset: str, metric: str) -> dict[str, dict[int, float]]:
     """{model: {seed: test metric}} from results/summary.csv and chemprop's metrics.json."""
-    long = pd.read_csv(workdir / "results" / "summary.csv")
+    rows: dict[str, dict[int, float]] = {}
+    summary = workdir / "results" / "summary.csv"
+    long = pd.read_csv(summary) if summary.is_file() else pd.DataFrame(
+        columns=["dataset", "model", "seed", "split", "metric", "value"])  # fmt: skip
     part = long[(long["dataset"] == dataset) & (long["split"] == "test")]
     part = part[part["metric"] == metric]
-    rows: dict[str, dict[int, float]] = {}
     for (model, seed), value in part.groupby(["model", "seed"])["value"].first().items():
         rows.setdefault(str(model), {})[int(seed)] = float(value)
     for path in sorted((workdir / "chemprop" / dataset).glob("seed*/metrics.json")):
@@ -43,14 +45,27 @@ def model_rows(workdir: Path, dataset: str, metric: str) -> dict[str, dict[int, 
     return rows
 
 
-def trial_seconds(workdir: Path, dataset: str, study: str) -> list[float]:
-    """Each trial job's wall seconds (Snakemake's benchmark file; the last attempt's row)."""
+def trial_seconds(
+    workdir: Path, dataset: str, study: str, n_trials: int, column: str = "s"
+) -> list[float]:
+    """Each counted slot's (0 .. n_trials - 1) wall seconds ("s") or CPU seconds ("cpu_time")
+    from Snakemake's benchmark file of its job (the last attempt's row)."""
     found = []
     folder = workdir / "results" / "benchmarks" / "search_trial" / dataset
-    for path in sorted(folder.glob(f"{study}_trial*.tsv")):
+    for slot in range(n_trials):
+        path = folder / f"{study}_trial{slot}.tsv"
+        if not path.is_file():
+            continue
         table = pd.read_csv(path, sep="\t")
-        found.append(float(table["s"].iloc[-1]))
+        found.append(float(table[column].iloc[-1]))
     return found
+
+
+def _spread(seconds: list[float]) -> str:
+    if not seconds:
+        return "—"
+    return (f"{statistics.median(seconds):.0f} ({min(seconds):.0f}-{max(seconds):.0f}), "
+            f"{sum(seconds):.0f}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,16 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         "| study | trials | complete / pruned / failed | failed attempts | best val "
-        f"{args.metric} | trial wall s: median (min-max), sum | best params |"
+        f"{args.metric} | trial wall s: median (min-max), sum | trial CPU s | best params |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for best_json in sorted((workdir / "results" / args.dataset / "search").glob("*/best.json")):
         best = json.loads(best_json.read_text())
         study = best_json.parent.name
         counted = best["counted"]
-        seconds = trial_seconds(workdir, args.dataset, study)
-        wall = (f"{statistics.median(seconds):.0f} ({min(seconds):.0f}-{max(seconds):.0f}), "
-                f"{sum(seconds):.0f}") if seconds else "—"  # fmt: skip
+        wall = _spread(trial_seconds(workdir, args.dataset, study, best["n_trials"]))
+        cpu = _spread(trial_seconds(workdir, args.dataset, study, best["n_trials"], "cpu_time"))
         params = ", ".join(
             f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in (best["best_params"] or {}).items()
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         value = "—" if best["best_value"] is None else f"{best['best_value']:.3f}"
         print(f"| {study} ({best['sampler']}, {best['pruner']}) | {best['n_trials']} | "
               f"{counted['complete']} / {counted['pruned']} / {counted['fail']} | "
-              f"{best['failed_attempts']} | {value} | {wall} | {params} |")  # fmt: skip
+              f"{best['failed_attempts']} | {value} | {wall} | {cpu} | {params} |")  # fmt: skip
 
 
 if __name__ == "__main__":
