@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, SNAKEFILE, snakemake, write_config
+from conftest import BIN, SNAKEFILE, snakemake, workstation_env, write_config
 from test_rerun import planned_jobs
 
 from biomol_dl import search
@@ -73,7 +73,7 @@ def search_run(tiny_run, tiny_config, tmp_path_factory):
     configfile = write_config(workdir, config)
     cmd = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", "--keep-going", f"{STUDY}/best.json"]  # fmt: skip
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = workstation_env()
     t0 = time.perf_counter()
     log = workdir / "first_run.log"
     with open(log, "w") as out:
@@ -252,3 +252,29 @@ def test_parallel_slots_get_distinct_points_from_each_sampler(sampler, tiny_conf
         assert params["hidden"] in ([8], [16, 8])  # list choices decoded
         points.add(json.dumps(params, sort_keys=True))
     assert len(points) == 6
+
+
+def test_history_plot_shows_pruned_trials_at_their_last_value():
+    """A pruned trial has no value in the study; the plot puts it at its last reported one.
+    Trials no slot counts are drawn apart and never make the best-so-far line."""
+    import pandas as pd
+
+    from biomol_dl.report import plots
+
+    nan = float("nan")
+    trials = pd.DataFrame({
+        "number": [0, 1, 2, 3], "state": ["complete", "pruned", "fail", "complete"],
+        "counted": ["True", "True", "True", "False"],  # as read back from trials.csv
+        "value": [1.0, nan, nan, 0.5], "last_value": [1.0, 2.5, nan, 0.5],
+    })  # fmt: skip
+    best = {"metric": "rmse", "direction": "minimize", "importances": {}}
+    fig = plots.study_figure(trials, best, title="t")
+    points = {
+        c.get_label(): c.get_offsets().tolist() for c in fig.axes[0].collections if c.get_label()
+    }
+    assert points["pruned (1)"] == [[1.0, 2.5]]
+    assert points["complete (1)"] == [[0.0, 1.0]]
+    assert "failed (1)" in points
+    assert points["not counted (1)"] == [[3.0, 0.5]]  # a slot beyond n_trials: not the best
+    (best_line,) = fig.axes[0].lines
+    assert best_line.get_ydata().tolist() == [1.0]

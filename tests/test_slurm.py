@@ -395,8 +395,9 @@ def test_workstation_profile_runs_at_most_k_gpu_jobs(resources, expected, tmp_pa
 @pytest.mark.slow
 def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsys):
     """The real workflow with the SLURM profile: every non-local job is an sbatch job, the GPU
-    training rule is scheduled with its GPU request (and trains on the CPU inside it), and each
-    job's MLflow run carries its SLURM job id."""
+    training rule is scheduled with its GPU request (and trains on the CPU inside it), each
+    job's MLflow run carries its SLURM job id, and a hyperparameter search's trial is a SLURM job
+    of its own that tells its result to the study on the (shared) disk."""
     import copy
 
     import yaml
@@ -405,9 +406,18 @@ def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsy
 
     config = copy.deepcopy(tiny_config)
     config["datasets"] = {"tiny_logbb": config["datasets"]["tiny_logbb"]}
+    # the cheapest search: one trial of a small forest (no GPU, so it runs beside the training
+    # jobs). The targets are the models' metrics and the trial's record, not summary.csv, which
+    # would add the tuned forest's chain (local search_best, train_rf, evaluate) to the critical
+    # path. Parallel trials sharing a study are tests/test_search.py's (2 at once, same code).
+    config["models"]["rf_morgan"]["search"] = TINY_SEARCH
     configfile = write_config(tmp_path, config)
+    targets = [
+        f"results/tiny_logbb/evaluate/{m}/seed0/metrics.json" for m in ("rf_morgan", "mlp_morgan")
+    ]
+    targets += [f"{RF_STUDY}/trials/{slot}.json" for slot in range(TINY_SEARCH["n_trials"])]
     run = run_snakemake_on_slurm(
-        tmp_path, configfile, ["results/summary.csv"], cluster=slurm_cluster, timeout=600
+        tmp_path, configfile, targets, cluster=slurm_cluster, timeout=600
     ).check()
 
     train_ids = run.job_ids("train_mlp")
@@ -431,5 +441,53 @@ def test_tiny_pipeline_through_slurm(slurm_cluster, tmp_path, tiny_config, capsy
         if "slurm_job_id" in r.data.tags
     }
     assert tagged and tagged <= submitted
+    _check_search_went_through_slurm(run, tmp_path, client, exp.experiment_id)
     with capsys.disabled():
         print(f"\n[slurm] tiny pipeline ({len(run.jobs)} SLURM jobs) took {run.seconds:.0f} s")
+
+
+TINY_SEARCH = {
+    "n_trials": 1,
+    "sampler": "random",
+    "pruner": "none",
+    "space": {
+        "n_estimators": {"type": "int", "low": 5, "high": 30},
+        "min_samples_leaf": {"type": "int", "low": 1, "high": 4},
+    },
+}
+RF_STUDY = "results/tiny_logbb/search/rf_morgan"
+
+
+def _check_search_went_through_slurm(run, workdir, client, experiment_id):
+    """The trial slot was an sbatch job of its own; the study in storage holds its trial,
+    COMPLETE, carrying the SLURM job id that ran it, as does its MLflow run."""
+    import json
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    trial_ids = run.job_ids("search_trial")
+    assert len(trial_ids) == TINY_SEARCH["n_trials"], run.jobs
+    for job_id in trial_ids:
+        job = _scontrol_job(job_id)
+        assert job["JobState"] == "COMPLETED"
+        assert "gpu" not in job.get("TresPerJob", "")  # a forest asks for none
+    slot_log = (workdir / "logs/search_trial/tiny_logbb/rf_morgan_trial0.log").read_text()
+    assert "slot 0: trial" in slot_log
+
+    storage = JournalStorage(JournalFileBackend(str(workdir / RF_STUDY / "study.journal")))
+    trials = optuna.load_study(study_name=None, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * len(trial_ids)
+    assert {int(t.user_attrs["slurm_job_id"]) for t in trials} == set(trial_ids)
+    assert sorted(t.user_attrs["slot"] for t in trials) == list(range(len(trial_ids)))
+    records = [
+        json.loads((workdir / RF_STUDY / f"trials/{i}.json").read_text())
+        for i in range(len(trial_ids))
+    ]
+    assert sorted(r["number"] for r in records) == sorted(t.number for t in trials)
+    assert all(r["state"] == "complete" for r in records)
+
+    runs = client.search_runs([experiment_id], "tags.rule = 'search_trial'")
+    assert {int(r.data.tags["slurm_job_id"]) for r in runs} == set(trial_ids)

@@ -686,6 +686,9 @@ def summarize(spec: Mapping[str, Any], records: Sequence[str | Path], out_best: 
             "state": t.state.name.lower(),
             "counted": t.number in counted,
             "value": t.value,
+            # a pruned trial has no value: its last reported one (the history plot's point)
+            "last_value": t.intermediate_values[max(t.intermediate_values)]
+            if t.intermediate_values else None,
             "epochs": len(t.intermediate_values),
             "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start else None,
@@ -810,7 +813,8 @@ def plot_study(trials_csv: str | Path, summary: Mapping[str, Any], out_png: str 
     from biomol_dl.report import plots
 
     trials = read_table(trials_csv, strings=("state",))
-    trials["value"] = trials["value"].astype(float)
+    for column in ("value", "last_value"):
+        trials[column] = trials[column].astype(float)
     counts = summary["counted"]
     title = (f"{summary['study']}: {summary['n_trials']} trials, {summary['sampler']}, "
              f"{counts['complete']} complete / {counts['pruned']} pruned / "

@@ -582,8 +582,8 @@ def _plots_section(name: str, report: Mapping[str, Any], plots: Mapping[str, Pat
                 f"<div class='plots'><figure class='wide'>"
                 f"{_img(Path(study), f'hyperparameter search of {model} on {name}')}"
                 "<figcaption><b>Hyperparameter search.</b> Validation objective per trial "
-                "(pruned trials at their last epoch), the best so far, and fANOVA parameter "
-                "importances.</figcaption></figure></div>"
+                "(pruned trials at their last epoch; hollow: trials in storage no slot counts), "
+                "the best so far, and fANOVA parameter importances.</figcaption></figure></div>"
             )
     return "".join(parts)
 

@@ -817,15 +817,27 @@ def study_figure(trials: pd.DataFrame, best: Mapping, *, title: str):
         fig, axes = _figure(1, 2, size=(9.6, 3.8))
         ax, bars = axes[0]
         metric = f"val {best['metric']}"
+        # a pruned trial has no value in the study: its last reported (per-epoch) value
+        shown = trials["value"]
+        if "last_value" in trials:
+            shown = shown.where(trials["state"] != "pruned", trials["last_value"])
+        # trials in storage that no slot counts (slots beyond a lowered n_trials): hollow
+        counted = pd.Series(True, index=trials.index)
+        if "counted" in trials:
+            counted = trials["counted"].astype(str).str.lower().isin(["true", "1", "1.0"])
         for state, marker, color in (("complete", "o", "C0"), ("pruned", "x", "C1")):
-            part = trials[trials["state"] == state]
-            ax.scatter(part["number"], part["value"], marker=marker, color=color,
-                       label=f"{state} ({len(part)})", zorder=3)  # fmt: skip
+            part = (trials["state"] == state) & counted
+            ax.scatter(trials.loc[part, "number"], shown[part], marker=marker, color=color,
+                       label=f"{state} ({int(part.sum())})", zorder=3)  # fmt: skip
+        extra = ~counted & trials["state"].isin(["complete", "pruned"])
+        if extra.any():
+            ax.scatter(trials.loc[extra, "number"], shown[extra], marker="o", facecolors="none",
+                       edgecolors="0.5", label=f"not counted ({int(extra.sum())})")  # fmt: skip
         failed = trials[trials["state"] == "fail"]
         if len(failed):
             ax.scatter(failed["number"], [ax.get_ylim()[0]] * len(failed), marker="v",
                        color="C3", label=f"failed ({len(failed)})", clip_on=False)  # fmt: skip
-        complete = trials[trials["state"] == "complete"].sort_values("number")
+        complete = trials[(trials["state"] == "complete") & counted].sort_values("number")
         if len(complete):
             running = complete["value"].cummin() if best["direction"] == "minimize" else (
                 complete["value"].cummax())  # fmt: skip
