@@ -145,10 +145,8 @@ def test_predicting_in_chunks_writes_the_files_of_one_pass(forest, tmp_path, mon
     for name in files[3]:
         assert files[3][name] == files[1000][name], name
     chunked, one_pass = sizes[:-2], sizes[-2:]  # the 3-row run; the two seeds of the 1000-row one
-    if ids == "repeated":  # renaming depends on every id: one pass
-        assert chunked == [8, 8]
-    else:  # 2 valid rows in each 3-row chunk, for each seed
-        assert chunked == [2] * 8 and one_pass == [8, 8]
+    # 2 valid rows in each 3-row chunk, for each seed (repeated ids too: renamed after the pass)
+    assert chunked == [2] * 8 and one_pass == [8, 8]
     pred = pd.read_csv(tmp_path / "chunk3" / "predictions.csv", keep_default_na=False)
     assert pred["task"].tolist() == ["a"] * 8 + ["b"] * 8  # task-major, as from one pass
     assert pred["row"].tolist()[:8] == [1, 3, 4, 6, 7, 8, 10, 11]
