@@ -941,7 +941,9 @@ def _check_columns(columns: Sequence[Any], required: Sequence[str], name: str, f
     )
 
 
-def read_table(path: str | Path, *, strings: Iterable[str] = ()) -> pd.DataFrame:
+def read_table(
+    path: str | Path, *, strings: Iterable[str] = (), columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """A table the workflow wrote (clean.csv, split/seed<N>.csv, predictions.csv, rejects.csv).
 
     Ids and inputs are names, never numbers or missing markers: the columns in STRING_COLUMNS and
@@ -949,6 +951,7 @@ def read_table(path: str | Path, *, strings: Iterable[str] = ()) -> pd.DataFrame
     (ids "NA", "nan", "None", "null", "1e3", "007" survive; an empty cell is ""). Every other
     column is parsed by pandas with only an empty cell as NaN, so labels and predictions are
     numbers, NaN where missing, and a text column stays text. No column becomes the index.
+    `columns`: read only these (in the file's order), for a reader that needs no labels.
     """
     text_columns = [*STRING_COLUMNS, *strings]
     table = pd.read_csv(
@@ -957,6 +960,7 @@ def read_table(path: str | Path, *, strings: Iterable[str] = ()) -> pd.DataFrame
         keep_default_na=False,
         na_values=[""],
         index_col=False,
+        usecols=list(columns) if columns is not None else None,
     )
     for column in table.columns.intersection(text_columns):
         table[column] = table[column].fillna("")
