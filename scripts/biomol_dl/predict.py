@@ -1,12 +1,12 @@
 """Predictions for new SMILES or sequences with a trained model, or with every seed of it as an
 ensemble.
 
-For the predict rule and for notebooks. `run_predict` reads a CSV / TSV / FASTA table, validates
-its inputs exactly as the dataset's validate rule does (same kind, same `validation` options, via
-biomol_dl.validate; labels are not needed and duplicates are kept, since every row asked about
-gets an answer), featurizes them with the featurizer saved in the model file, predicts with each
-seed's model and combines the seeds. Invalid rows go to rejects.csv with their reason, never
-silently away.
+For the predict rule and for notebooks. `run_predict` reads a CSV / TSV / FASTA / SDF / Parquet
+table (plain or compressed), validates its inputs exactly as the dataset's validate rule does
+(same kind, same `validation` options, via biomol_dl.validate; labels are not needed and
+duplicates are kept, since every row asked about gets an answer), featurizes them with the
+featurizer saved in the model file, predicts with each seed's model and combines the seeds.
+Invalid rows go to rejects.csv with their reason, never silently away.
 
 predictions.csv has one row per valid input row and label column (task):
 
