@@ -2,7 +2,10 @@
 strings, with one-line errors; and read the workflow's own tables (clean, split, predictions,
 rejects) with ids kept as strings.
 
-For the `validate` rule, `sources` (which concatenates multi-part sources) and `predict`. Every
+For the `validate` rule, `sources` (which concatenates multi-part sources) and `predict`. The
+reader streams: `iter_raw_table` hands the table out in chunks of rows as it reads the file
+(decompressing as it goes; Parquet by row batches), so `predict` holds no whole input, and
+`read_raw_table` is its chunks joined, with the same values, row numbers and messages. Every
 raw cell comes back as a `str`, exactly as written in the file: nothing is converted to a number
 and nothing is turned into NaN, so validation sees what the user wrote and can name it in a
 rejects row. Which cells count as a *missing label* is decided in one place, `is_missing` (see
