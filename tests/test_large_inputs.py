@@ -3,6 +3,7 @@ chunks that writes the same files as one pass."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -145,10 +146,8 @@ def test_predicting_in_chunks_writes_the_files_of_one_pass(forest, tmp_path, mon
     for name in files[3]:
         assert files[3][name] == files[1000][name], name
     chunked, one_pass = sizes[:-2], sizes[-2:]  # the 3-row run; the two seeds of the 1000-row one
-    if ids == "repeated":  # renaming depends on every id: one pass
-        assert chunked == [8, 8]
-    else:  # 2 valid rows in each 3-row chunk, for each seed
-        assert chunked == [2] * 8 and one_pass == [8, 8]
+    # 2 valid rows in each 3-row chunk, for each seed (repeated ids too: renamed after the pass)
+    assert chunked == [2] * 8 and one_pass == [8, 8]
     pred = pd.read_csv(tmp_path / "chunk3" / "predictions.csv", keep_default_na=False)
     assert pred["task"].tolist() == ["a"] * 8 + ["b"] * 8  # task-major, as from one pass
     assert pred["row"].tolist()[:8] == [1, 3, 4, 6, 7, 8, 10, 11]
@@ -171,3 +170,83 @@ def test_chunk_sizes_match_validation_input_stats():
     )
     sizes = predict_module._input_sizes(clean["input"], "protein")
     assert predict_module._spread(sizes) == summary["input_stats"]["length"]
+
+
+def _predict_files(forest, path, out, chunk_rows, id_column="name", input_column="smiles"):
+    run_predict(
+        input_path=path, input_column=input_column, id_column=id_column, kind="smiles",
+        validation={}, task="multitask_binary", validate_summary=None, family="rf",
+        model_files={0: forest}, out_predictions=out / "predictions.csv",
+        out_rejects=out / "rejects.csv", out_summary=out / "summary.json", chunk_rows=chunk_rows,
+    )  # fmt: skip
+    return {f.name: f.read_text() for f in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize("fmt", ["csv.gz", "sdf", "parquet"])
+def test_a_streamed_input_predicts_as_one_pass(forest, tmp_path, monkeypatch, fmt):
+    import gzip
+
+    from rdkit import Chem
+
+    from biomol_dl import io as io_module
+
+    smiles = ["CCO", "c1ccccc1", "CC(=O)O", "CCCl", "C1CC(", "N#N", "CCN", "OCC", "CCOC"]
+    # repeats across chunks, one whose renaming collides with a given id (a_row7 is taken)
+    names = ["a", "b", "a", "", "c", "a_row7", "a", "b", " "]
+    if fmt == "sdf":
+        blocks = []
+        for name, smi in zip(names, smiles, strict=True):
+            mol = Chem.MolFromSmiles(smi) if smi != "C1CC(" else None
+            block = Chem.MolToMolBlock(mol) if mol is not None else "broken\n\nno end\n"
+            body = block.split("\n", 1)[1] if mol is not None else block
+            blocks.append(f"{name}\n{body}$$$$\n")
+        path = tmp_path / "new.sdf"
+        path.write_text("".join(blocks))
+        id_column = "id"
+    else:
+        table = pd.DataFrame({"name": names, "smiles": smiles})
+        path = tmp_path / f"new.{fmt}"
+        if fmt == "parquet":
+            table.to_parquet(path)
+        else:
+            path.write_bytes(gzip.compress(table.to_csv(index=False).encode()))
+        id_column = "name"
+    # the predict path reads the stream only, never the whole table
+    monkeypatch.setattr(io_module, "read_raw_table", None)
+    chunked = _predict_files(forest, path, tmp_path / "c2", 2, id_column)
+    whole = _predict_files(forest, path, tmp_path / "c100", 100, id_column)
+    assert chunked == whole
+    pred = pd.read_csv(tmp_path / "c2" / "predictions.csv", keep_default_na=False)
+    rejects = pd.read_csv(tmp_path / "c2" / "rejects.csv", keep_default_na=False)
+    assert rejects["row"].tolist() == [5]  # the unparsable molecule keeps its row number
+    if fmt == "sdf":
+        assert rejects["reason"][0].startswith("invalid_molblock: record 5")
+    expected = ["a", "b", "a_row3", "row4", "a_row7", "a_row7_", "b_row8", "row9"]
+    assert pred["id"].tolist()[:8] == expected
+    summary = json.loads((tmp_path / "c2" / "summary.json").read_text())
+    assert summary["ids"]["renamed"] == 3 and summary["ids"]["filled_from_row"] == 2
+
+
+@pytest.mark.parametrize("spec", [{"type": "morgan", "n_bits": 64},
+                                  {"type": "morgan", "counts": True, "n_bits": 64},
+                                  {"type": "rdkit2d", "names": ["MolWt", "TPSA", "NumHDonors"]}])  # fmt: skip
+def test_featurizing_in_chunks_writes_the_cache_of_one_pass(tmp_path, spec):
+    from biomol_dl.featurize import run_featurize
+
+    # the long chain has a Morgan count above 255: its chunk widens the whole table to int32
+    inputs = [*SMILES[:7], "C" * 300, *SMILES[7:]]
+    ids = [f"m{i}" for i in range(len(inputs))]
+    pd.DataFrame({"id": ids, "input": inputs, "y": range(len(inputs))}).to_csv(
+        tmp_path / "clean.csv", index=False
+    )
+    files = []
+    for chunk_rows in (3, 100):
+        out = tmp_path / f"chunk{chunk_rows}" / "features.pt"  # torch.save names it inside
+        out.parent.mkdir()
+        run_featurize(tmp_path / "clean.csv", spec, out, chunk_rows=chunk_rows)
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+    features = torch.load(tmp_path / "chunk3" / "features.pt", weights_only=False)
+    assert features["ids"] == ids
+    if spec.get("counts"):
+        assert features["X"].dtype == torch.int32 and int(features["X"].max()) > 255

@@ -16,13 +16,15 @@ library   writes library_<N>.csv (id, smiles) for each N in --rows and the sizes
           molecules of every SMILES dataset in ../shared/datasets (esol, freesolv, lipophilicity,
           bbbp, tox21), each written as RDKit randomized SMILES (MolToRandomSmilesVect, doRandom, seeded per row) in turn
           until N rows; the first N rows of the largest file, so every size is a prefix of 1M.
-run       one fresh process per (family, N): `nice /usr/bin/time -v python predict_scale.py
-          worker ...`, which calls biomol_dl.predict.run_predict (validation, featurization and
-          prediction in chunks, writing predictions.csv, rejects.csv, summary.json) with one
+run       one fresh process per (family, N): `/usr/bin/time -v python predict_scale.py worker
+          ...` (under `nice -n <--nice>` when --nice is given), which calls
+          biomol_dl.predict.run_predict (the file read as a stream; validation, featurization
+          and prediction in chunks, writing predictions.csv, rejects.csv, summary.json) with one
           thread. Prints and appends to <workdir>/predict_scale.jsonl one JSON object per run:
           wall seconds, molecules/s, max RSS (MB, /usr/bin/time's "Maximum resident set size"),
-          rows predicted and rejected. `--chunk-rows 0` calls run_predict without the argument,
-          for a checkout from before chunked prediction (PYTHONPATH=<that checkout>/scripts).
+          rows predicted and rejected, the load average (`/proc/loadavg`) before and after.
+          `--chunk-rows 0` calls run_predict without the argument, for a checkout from before
+          chunked prediction (PYTHONPATH=<that checkout>/scripts).
 """
 
 from __future__ import annotations
@@ -170,12 +172,18 @@ def worker(workdir: Path, family: str, rows: int, chunk_rows: int) -> None:
                       "seconds_in_process": time.perf_counter() - start}))  # fmt: skip
 
 
-def run(workdir: Path, families: list[str], rows: list[int], chunk_rows: int) -> None:
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def run(workdir: Path, families: list[str], rows: list[int], chunk_rows: int, nice: int) -> None:
     for family in families:
         for n in rows:
-            cmd = ["nice", "-n", "10", "/usr/bin/time", "-v", sys.executable, __file__, "worker",
-                   "--workdir", str(workdir), "--family", family, "--rows", str(n),
-                   "--chunk-rows", str(chunk_rows)]  # fmt: skip
+            cmd = ["nice", "-n", str(nice)] if nice else []
+            cmd += ["/usr/bin/time", "-v", sys.executable, __file__, "worker",
+                    "--workdir", str(workdir), "--family", family, "--rows", str(n),
+                    "--chunk-rows", str(chunk_rows)]  # fmt: skip
+            load_before = load_average()
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             wall = time.perf_counter() - start
@@ -186,7 +194,8 @@ def run(workdir: Path, families: list[str], rows: list[int], chunk_rows: int) ->
             row = {
                 "family": family, "rows": n, "chunk_rows": chunk_rows, "wall_s": round(wall, 1),
                 "molecules_per_s": round(n / wall, 1), "max_rss_mb": round(rss / 1024, 1),
-                "kept": inner["kept"], "rejected": inner["rejected"],
+                "kept": inner["kept"], "rejected": inner["rejected"], "nice": nice,
+                "load_before": load_before, "load_after": load_average(),
                 "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                            f"{os.cpu_count()} cores",
@@ -206,6 +215,7 @@ def main() -> None:
     parser.add_argument("--family", choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--chunk-rows", type=int, default=20_000)
+    parser.add_argument("--nice", type=int, default=0, help="run each worker under nice -n N")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     if args.step == "setup":
@@ -213,7 +223,7 @@ def main() -> None:
     elif args.step == "library":
         library(workdir, args.rows)
     elif args.step == "run":
-        run(workdir, args.families, args.rows, args.chunk_rows)
+        run(workdir, args.families, args.rows, args.chunk_rows, args.nice)
     else:
         worker(workdir, args.family, args.rows[0], args.chunk_rows)
 

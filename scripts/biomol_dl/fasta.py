@@ -29,12 +29,12 @@ alone is a record with an empty id. Text before the first `>` is an error.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pandas as pd
 
-from biomol_dl.io import LINES_ATTR, READ_ERRORS_ATTR, DataError
+from biomol_dl.io import DataError
 
 PRESETS = ("key=value", "uniprot")
 _RESERVED = ("id", "sequence")
@@ -166,25 +166,32 @@ def _pattern_parser(regex: re.Pattern) -> Parser:
 
 def read_fasta(text: str, name: str, fasta_header: Any = None) -> pd.DataFrame:
     """Parse FASTA `text` (LF newlines) into `id, sequence, <header fields>` rows of strings."""
+    from biomol_dl.io import concat_chunks, iter_record_chunks
+
+    return concat_chunks(list(iter_record_chunks(iter_fasta(text.split("\n"), name, fasta_header))))
+
+
+def iter_fasta(
+    lines: Iterable[str], name: str, fasta_header: Any = None
+) -> Iterator[tuple[int, dict[str, str], tuple[str, str, str] | None]]:
+    """(file line of the `>`, {id, sequence, header fields}, read error or None) of each record
+    of FASTA `lines` (LF newlines removed), as they are read."""
     parse = header_parser(fasta_header, f"{name}: fasta_header")
-    rows: list[dict[str, str]] = []
-    lines: list[int] = []
-    errors: dict[int, tuple[str, str, str]] = {}
+    record: tuple[int, dict[str, str], tuple[str, str, str] | None] | None = None
+    n_records = 0
     sequence: list[str] = []
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, line in enumerate(lines, 1):
         if line.startswith(">"):
-            if rows:
-                rows[-1]["sequence"] = "".join(sequence)
+            if record is not None:
+                record[1]["sequence"] = "".join(sequence)
+                yield record
             sequence = []
             title = line[1:].strip()
             first = title.split(None, 1)[0] if title else ""
             parsed = parse(title, first)
+            error = None
             if isinstance(parsed, str):
-                errors[len(rows)] = (
-                    "header",
-                    line[:200],
-                    f"header_mismatch: line {number}: {parsed}",
-                )
+                error = ("header", line[:200], f"header_mismatch: line {number}: {parsed}")
                 record_id, fields = first, {}
             else:
                 record_id, fields = parsed
@@ -192,27 +199,20 @@ def read_fasta(text: str, name: str, fasta_header: Any = None) -> pd.DataFrame:
             for key, value in fields.items():
                 if key in row:
                     raise DataError(
-                        f"{name}: line {number}: record {len(rows) + 1} ({record_id}): header "
+                        f"{name}: line {number}: record {n_records + 1} ({record_id}): header "
                         f"key {key!r} clashes with the id/sequence columns"
                     )
                 row[key] = value
-            rows.append(row)
-            lines.append(number)
-        elif rows:
+            record = (number, row, error)
+            n_records += 1
+        elif record is not None:
             sequence.append(line.strip())
         elif line.strip():
             raise DataError(
                 f"{name}: not FASTA: line {number}: the first non-blank character is "
                 f"{line.strip()[0]!r}, expected '>'"
             )
-    if not rows:
+    if record is None:
         raise DataError(f"{name}: no FASTA records")
-    rows[-1]["sequence"] = "".join(sequence)
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    df = pd.DataFrame(rows, columns=keys, dtype=object).fillna("")
-    df.attrs[LINES_ATTR] = lines
-    if errors:
-        df.attrs[READ_ERRORS_ATTR] = errors
-    return df
+    record[1]["sequence"] = "".join(sequence)
+    yield record

@@ -2,7 +2,10 @@
 strings, with one-line errors; and read the workflow's own tables (clean, split, predictions,
 rejects) with ids kept as strings.
 
-For the `validate` rule, `sources` (which concatenates multi-part sources) and `predict`. Every
+For the `validate` rule, `sources` (which concatenates multi-part sources) and `predict`. The
+reader streams: `iter_raw_table` hands the table out in chunks of rows as it reads the file
+(decompressing as it goes; Parquet by row batches), so `predict` holds no whole input, and
+`read_raw_table` is its chunks joined, with the same values, row numbers and messages. Every
 raw cell comes back as a `str`, exactly as written in the file: nothing is converted to a number
 and nothing is turned into NaN, so validation sees what the user wrote and can name it in a
 rejects row. Which cells count as a *missing label* is decided in one place, `is_missing` (see
@@ -64,10 +67,12 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import lzma
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -122,6 +127,8 @@ _BINARY_MAGIC = (
     (b"ARROW1", "feather", "Arrow/Feather (write it as Parquet)"),
 )
 _SNIFF_BYTES = 1 << 16
+_BLOCK = 1 << 20  # bytes read at a time
+CHUNK_ROWS = 20_000  # rows a chunk of iter_raw_table holds
 
 # Columns of the workflow's own tables that always hold names, never numbers (read_table); the
 # clean table reserves them, so no label column has these names.
@@ -162,87 +169,177 @@ def read_bytes(path: str | Path, display_name: str | None = None) -> tuple[bytes
     must hold exactly one file (else name it with the source option `member`). DataError for a
     missing file, a folder or a corrupt / truncated archive.
     """
-    path = Path(path)
-    name = display_name or str(path)
-    if not path.exists():
-        raise DataError(f"{name}: file not found")
-    if path.is_dir():
-        raise DataError(f"{name}: is a folder, not a file")
-    return decompress(path.read_bytes(), name)
+    with open_stream(path, display_name) as stream:
+        return stream.read_all(), stream.compression
 
 
 def compression_of(path: str | Path) -> str | None:
     """gzip | bz2 | xz | zip from a file's first bytes, else None."""
     with open(path, "rb") as handle:
         head = handle.read(8)
-    return next((k for magic, k in _COMPRESSION_MAGIC if head.startswith(magic)), None)
+    return _compression(head)
 
 
 def read_head(path: str | Path, display_name: str | None = None, size: int = _SNIFF_BYTES) -> bytes:
     """The first `size` decompressed bytes of a file, without reading all of it (for sniffing
     the format when a workflow is planned)."""
-    name = display_name or str(path)
-    kind = compression_of(path)
-    try:
-        if kind == "gzip":
-            with gzip.open(path, "rb") as handle:
-                return handle.read(size)
-        if kind == "bz2":
-            with bz2.open(path, "rb") as handle:
-                return handle.read(size)
-        if kind == "xz":
-            with lzma.open(path, "rb") as handle:
-                return handle.read(size)
-    except (OSError, EOFError, lzma.LZMAError) as err:
-        raise DataError(f"{name}: {kind}-compressed, but the data is corrupt ({err})") from None
-    if kind == "zip":
-        return decompress(Path(path).read_bytes(), name)[0][:size]
-    with open(path, "rb") as handle:
-        return handle.read(size)
+    with open_stream(path, display_name) as stream:
+        return stream.peek(size)
 
 
 def decompress(data: bytes, name: str) -> tuple[bytes, str | None]:
     """`data` with its compression (recognised by content) removed, and the compression's name."""
-    found: list[str] = []
-    for _ in range(3):  # a .tar.gz is no table, but a zip of a .gz is still one file
-        kind = next((k for magic, k in _COMPRESSION_MAGIC if data.startswith(magic)), None)
-        if kind is None:
-            break
-        found.append(kind)
+    with _Stream.open(io.BytesIO(data), name) as stream:
+        return stream.read_all(), stream.compression
+
+
+def _compression(head: bytes) -> str | None:
+    return next((k for magic, k in _COMPRESSION_MAGIC if head.startswith(magic)), None)
+
+
+# What a decompressor raises on corrupt or truncated data.
+_CORRUPT = (OSError, EOFError, lzma.LZMAError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def _corrupt(kind: str, name: str, err: BaseException) -> DataError:
+    detail = " ".join(str(err).split()) or type(err).__name__
+    return DataError(f"{name}: {kind}-compressed, but the data is corrupt or truncated ({detail})")
+
+
+def open_stream(path: str | Path, display_name: str | None = None) -> _Stream:
+    """The file's bytes as a stream, compression (recognised by content) removed as it is read;
+    DataError for a missing file, a folder, a tar archive, a zip of several files."""
+    path = Path(path)
+    name = display_name or str(path)
+    if not path.exists():
+        raise DataError(f"{name}: file not found")
+    if path.is_dir():
+        raise DataError(f"{name}: is a folder, not a file")
+    return _Stream.open(open(path, "rb"), name)  # noqa: SIM115 (closed by the stream)
+
+
+class _Stream:
+    """A binary stream (a file, or what a decompressor reads from the layer below) whose first
+    bytes can be looked at before they are read. A decompressor's error is a DataError naming
+    the file and the compression, raised when the bad part is read."""
+
+    def __init__(self, raw: Any, name: str, kind: str | None = None, below: _Stream | None = None):
+        self.raw, self.name, self.kind, self.below = raw, name, kind, below
+        self.buffer = b""
+        self.compression: str | None = None
+
+    @classmethod
+    def open(cls, handle: Any, name: str) -> _Stream:
+        """`handle` with up to three layers of compression removed (a zip of a .gz is still one
+        file; a .tar.gz is no table)."""
+        stream = cls(handle, name)
+        found: list[str] = []
         try:
-            if kind == "gzip":
-                data = gzip.decompress(data)
-            elif kind == "bz2":
-                data = bz2.decompress(data)
-            elif kind == "xz":
-                data = lzma.decompress(data)
-            else:
-                data = _only_zip_member(data, name)
-        except (OSError, EOFError, lzma.LZMAError, ValueError, zipfile.BadZipFile) as err:
-            detail = " ".join(str(err).split()) or type(err).__name__
-            raise DataError(
-                f"{name}: {kind}-compressed, but the data is corrupt or truncated ({detail})"
-            ) from None
-    if len(data) > 262 and data[257:262] == b"ustar":
-        raise DataError(f"{name}: a tar archive, not a table; extract the table from it first")
-    return data, "+".join(found) or None
+            for _ in range(3):
+                kind = _compression(stream.peek(8))
+                if kind is None:
+                    break
+                found.append(kind)
+                try:
+                    if kind == "gzip":
+                        inner: Any = gzip.GzipFile(fileobj=stream, mode="rb")
+                    elif kind == "bz2":
+                        inner = bz2.BZ2File(stream)
+                    elif kind == "xz":
+                        inner = lzma.LZMAFile(stream)
+                    else:
+                        inner = _zip_member(stream, name)
+                except _CORRUPT as err:
+                    raise _corrupt(kind, name, err) from None
+                stream = cls(inner, name, kind, stream)
+            stream.compression = "+".join(found) or None
+            head = stream.peek(263)
+            if len(head) > 262 and head[257:262] == b"ustar":
+                raise DataError(
+                    f"{name}: a tar archive, not a table; extract the table from it first"
+                )
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    def _read(self, size: int) -> bytes:
+        try:
+            return self.raw.read(size)
+        except _CORRUPT as err:
+            if self.kind is None:
+                raise
+            raise _corrupt(self.kind, self.name, err) from None
+
+    def peek(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            more = self._read(size - len(self.buffer))
+            if not more:
+                break
+            self.buffer += more
+        return self.buffer[:size]
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.read_all()
+        if self.buffer:
+            out, self.buffer = self.buffer[:size], self.buffer[size:]
+            return out
+        return self._read(size)
+
+    def read_all(self) -> bytes:
+        parts = [self.buffer]
+        self.buffer = b""
+        while block := self._read(_BLOCK):
+            parts.append(block)
+        return b"".join(parts)
+
+    def drain(self) -> None:
+        """Read to the end, so a corrupt or truncated archive is reported (as it is when the
+        whole file is decompressed before anything else)."""
+        self.buffer = b""
+        while self._read(_BLOCK):
+            pass
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        stream: _Stream | None = self
+        while stream is not None:
+            stream.raw.close()
+            stream = stream.below
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _only_zip_member(data: bytes, name: str) -> bytes:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        files = [n for n in zf.namelist() if not n.endswith("/")]
-        if "[Content_Types].xml" in files and any(n.startswith("xl/") for n in files):
-            raise DataError(
-                f"{name}: unsupported format 'xlsx' (an Excel workbook); supported: "
-                f"{', '.join(FORMATS)}; export the sheet as CSV"
-            )
-        if len(files) != 1:
-            shown = ", ".join(files[:12]) + (" ..." if len(files) > 12 else "")
-            raise DataError(
-                f"{name}: a zip archive with {len(files)} files ({shown or 'none'}); name the one "
-                "to read with the source option `member`"
-            )
-        return zf.read(files[0])
+def _zip_member(stream: _Stream, name: str) -> Any:
+    """The one file of a zip archive, opened for reading."""
+    raw = stream.raw
+    if stream.kind is None and hasattr(raw, "seek"):
+        raw.seek(0)  # a file or bytes: the zip directory is read in place
+        stream.buffer = b""
+        source: Any = raw
+    else:  # inside another compression: the archive is read into memory first
+        source = io.BytesIO(stream.read_all())
+    zf = zipfile.ZipFile(source)
+    files = [n for n in zf.namelist() if not n.endswith("/")]
+    if "[Content_Types].xml" in files and any(n.startswith("xl/") for n in files):
+        raise DataError(
+            f"{name}: unsupported format 'xlsx' (an Excel workbook); supported: "
+            f"{', '.join(FORMATS)}; export the sheet as CSV"
+        )
+    if len(files) != 1:
+        shown = ", ".join(files[:12]) + (" ..." if len(files) > 12 else "")
+        raise DataError(
+            f"{name}: a zip archive with {len(files)} files ({shown or 'none'}); name the one "
+            "to read with the source option `member`"
+        )
+    return zf.open(files[0])
 
 
 def format_from_name(name: str | Path) -> str | None:
@@ -291,8 +388,7 @@ def detect_format(path: str | Path, display_name: str | None = None) -> str:
     name = display_name or str(path)
     fmt = format_from_name(path)
     if fmt is None:
-        data, _ = read_bytes(path, name)
-        fmt = sniff_format(data, name)
+        fmt = sniff_format(read_head(path, name), name)
     return fmt
 
 
@@ -314,42 +410,217 @@ def read_text(path: str | Path, display_name: str | None = None) -> str:
 
     DataError if the file is missing, empty, UTF-16/32, not UTF-8 or contains a NUL byte.
     """
-    name = display_name or str(path)
-    data, compression = read_bytes(path, name)
-    return _decode(data, name, compression)
+    with open_stream(path, display_name) as stream:
+        text = _Text(stream)
+        out = "".join(text.blocks)
+        text.finish()
+    return out
 
 
-def _decode(data: bytes, name: str, compression: str | None = None) -> str:
-    inside = f" ({compression}-compressed)" if compression else ""
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            raise DataError(
-                f"{name}{inside}: the file is {encoding} text (byte-order mark "
-                f"{bom.hex(' ').upper()}); re-save it as UTF-8"
+class _Text:
+    """A byte stream decoded as UTF-8 text, LF newlines, one block at a time, with the checks
+    of a whole file: a UTF-16/32 byte-order mark at the start, invalid UTF-8 (its offset and
+    line), a NUL byte (its line and character; the share of NULs in the whole text says whether
+    it looks like UTF-16) and, in `finish`, a file of nothing but whitespace. A CR at the end of
+    a block waits for the next one, so a CRLF split between blocks is one newline.
+
+    The order in which problems are reported is that of a file read whole: a corrupt archive
+    before anything about its text, invalid UTF-8 anywhere before a NUL byte, both before what
+    the parser finds; so a UTF-8 error drains the archive first, and a NUL byte stops the text
+    (nothing after it is parsed) and drains the rest before it is raised.
+    """
+
+    def __init__(self, stream: _Stream):
+        self.stream, self.name = stream, stream.name
+        inside = f" ({stream.compression}-compressed)" if stream.compression else ""
+        self.where = f"{self.name}{inside}"
+        head = stream.peek(4)
+        for bom, encoding in _BOMS:
+            if head.startswith(bom):
+                stream.drain()
+                raise DataError(
+                    f"{self.where}: the file is {encoding} text (byte-order mark "
+                    f"{bom.hex(' ').upper()}); re-save it as UTF-8"
+                )
+        self.nonblank = False
+        self.blocks = self._blocks()
+
+    def _blocks(self) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        first, fed, lines, column, chars, nuls = True, 0, 0, 0, 0, 0
+        carry_cr, nul = False, None  # nul: (line, character) of the first NUL byte
+        while True:
+            data = self.stream.read(_BLOCK)
+            final = not data
+            if not self.nonblank and data.strip():
+                self.nonblank = True
+            if first and data:
+                first = False
+                if data.startswith(codecs.BOM_UTF8):
+                    data = data[3:]
+            pending = decoder.getstate()[0]
+            try:
+                text = decoder.decode(data, final)
+            except UnicodeDecodeError as err:
+                before = ("\r" if carry_cr else "") + (pending + data)[: err.start].decode()
+                line = lines + _lf(before).count("\n") + 1
+                bad = (pending + data)[err.start : err.start + 1].hex()
+                self.stream.drain()
+                raise DataError(
+                    f"{self.where}: not UTF-8 text (byte 0x{bad} at offset "
+                    f"{fed - len(pending) + err.start}, line {line}); re-save the file as UTF-8"
+                ) from None
+            fed += len(data)
+            if carry_cr:
+                text, carry_cr = "\r" + text, False
+            if text.endswith("\r") and not final:
+                text, carry_cr = text[:-1], True
+            text = _lf(text)
+            chars += len(text)
+            nuls += text.count("\x00")
+            if nul is None:
+                at = text.find("\x00")
+                if at >= 0:
+                    newlines = text.count("\n", 0, at)
+                    start = text.rfind("\n", 0, at) + 1
+                    nul = (lines + newlines + 1, at - start + 1 if newlines else column + at + 1)
+                elif text:
+                    yield text
+                    last = text.rfind("\n")
+                    lines += text.count("\n")
+                    column = len(text) - last - 1 if last >= 0 else column + len(text)
+            if final:
+                break
+        if nul is not None:
+            hint = (
+                " (every other byte: UTF-16 without a byte-order mark?)"
+                if nuls / chars > 0.2
+                else ""
             )
-    if not data.strip():
-        raise DataError(f"{name}{inside}: empty file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n")
-        bad = data[err.start : err.start + 1].hex()
-        raise DataError(
-            f"{name}{inside}: not UTF-8 text (byte 0x{bad} at offset {err.start}, line "
-            f"{line + 1}); re-save the file as UTF-8"
-        ) from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    nul = text.find("\x00")
-    if nul >= 0:
-        line_start = text.rfind("\n", 0, nul) + 1
-        share = text.count("\x00") / len(text)
-        hint = " (every other byte: UTF-16 without a byte-order mark?)" if share > 0.2 else ""
-        raise DataError(
-            f"{name}{inside}: line {text.count(chr(10), 0, nul) + 1}, character "
-            f"{nul - line_start + 1}: NUL byte{hint}; a text table cannot contain one, re-save "
-            "the file as UTF-8 text"
-        )
-    return text
+            raise DataError(
+                f"{self.where}: line {nul[0]}, character {nul[1]}: NUL byte{hint}; a text "
+                "table cannot contain one, re-save the file as UTF-8 text"
+            )
+
+    def lines(self, keepends: bool = False) -> Iterator[str]:
+        """The text's lines, as `text.split("\\n")` gives them (keepends: each with its "\\n",
+        and no empty last line, as a file object gives them)."""
+        rest = ""
+        for block in self.blocks:
+            parts = (rest + block).split("\n")
+            rest = parts.pop()
+            if keepends:
+                yield from (p + "\n" for p in parts)
+            else:
+                yield from parts
+        if rest or not keepends:
+            yield rest
+
+    def finish(self) -> None:
+        """Read the rest of the file (raising what the checks find there), then the check of
+        an empty file, which comes before any parser's complaint."""
+        for _ in self.blocks:
+            pass
+        if not self.nonblank:
+            raise DataError(f"{self.where}: empty file")
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def iter_raw_table(
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    header: bool | int = True,
+    skip_rows: int = 0,
+    columns: Sequence[str] | None = None,
+    required: Sequence[str] = (),
+    display_name: str | None = None,
+    fasta_header: Any = None,
+    smiles_property: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    fill_required: bool = True,
+) -> Iterator[pd.DataFrame]:
+    """`read_raw_table`'s table, `chunk_rows` rows at a time, reading the file as it goes (a
+    compressed one is decompressed as it is read; Parquet by row batches), so memory does not
+    grow with the file.
+
+    Each chunk is a DataFrame of `str` cells whose index is the rows' 0-based position in the
+    whole table; `attrs[LINES_ATTR]` holds the file lines of its rows and
+    `attrs[READ_ERRORS_ATTR]` its unusable records, keyed by position within the chunk (as
+    validation reads them). Values, columns and messages are those of `read_raw_table`, which is
+    these chunks joined. A problem is raised when the reader gets to it (after the chunks
+    before it), and it is the problem a whole-file read reports: when one is found, the rest of
+    the file is read for anything a whole-file read finds first (a corrupt archive, invalid
+    UTF-8, a NUL byte, a parse error further on).
+
+    Columns: CSV, TSV and Parquet chunks all have the file's columns. FASTA and SDF chunks have
+    the columns seen so far (a header field or data item first seen later is absent from the
+    chunks before); with `fill_required`, a `required` column not yet seen is "" there (as the
+    whole table has it), and one that no record has is an error at the end.
+    """
+    name = display_name or str(path)
+    if fmt is None:
+        fmt = format_from_name(path)
+    step = max(1, int(chunk_rows))
+    with open_stream(path, name) as stream:
+        try:
+            head = stream.peek(_SNIFF_BYTES)
+            if fmt is None:
+                fmt = sniff_format(head, name)
+            if fmt not in FORMATS:
+                raise DataError(
+                    f"{name}: unsupported format {fmt!r}; supported: {', '.join(FORMATS)}"
+                )
+            _check_content(head, fmt, name)
+        except DataError:
+            stream.drain()  # a corrupt archive is reported first
+            raise
+        if fmt == "parquet":
+            frames = _parquet_chunks(stream, path, name, step)
+            text = None
+        else:
+            text = _Text(stream)
+            if fmt == "fasta":
+                from biomol_dl.fasta import iter_fasta
+
+                frames = iter_record_chunks(iter_fasta(text.lines(), name, fasta_header), step)
+            elif fmt == "sdf":
+                from biomol_dl.sdf import iter_sdf
+
+                records = iter_sdf(text.lines(), name, smiles_property=smiles_property)
+                frames = iter_record_chunks(records, step)
+            else:
+                frames = _delimited_chunks(
+                    text, name, fmt, step, header=header, skip_rows=skip_rows, columns=columns
+                )
+        fixed = fmt not in ("fasta", "sdf")  # every chunk has every column
+        seen: list[str] = []
+        try:
+            for frame in frames:
+                seen = list(frame.columns)
+                missing = [c for c in required if c not in frame.columns]
+                if missing and fixed:
+                    _check_columns(seen, required, name, fmt)
+                if missing and fill_required:
+                    frame = frame.assign(**dict.fromkeys(missing, ""))
+                    frame = frame.astype(dict.fromkeys(missing, object))
+                yield frame
+            _check_columns(seen, required, name, fmt)
+        except DataError as err:
+            first = err
+            try:  # a parse error further on comes first, as the whole file is parsed first
+                for _ in frames:
+                    pass
+            except DataError as later:
+                first = later
+            if text is not None:
+                text.finish()
+            else:
+                stream.drain()
+            raise first from None
 
 
 def read_raw_table(
@@ -378,61 +649,122 @@ def read_raw_table(
     and TSV only. `display_name` is the name every message uses (default: `path`). The result's
     `attrs[LINES_ATTR]` lists the file line on which each row starts (not for Parquet), and
     `attrs[READ_ERRORS_ATTR]` the records that cannot be used, for validation to reject.
+
+    The table is `iter_raw_table`'s chunks joined: one reader for both.
     """
-    name = display_name or str(path)
-    if fmt is None:
-        fmt = format_from_name(path)
-    data, compression = read_bytes(path, name)
-    if fmt is None:
-        fmt = sniff_format(data, name)
-    if fmt not in FORMATS:
-        raise DataError(f"{name}: unsupported format {fmt!r}; supported: {', '.join(FORMATS)}")
-    _check_content(data, fmt, name)
-    if fmt == "parquet":
-        df = _read_parquet(data, name)
+    frames = list(
+        iter_raw_table(
+            path, fmt, header=header, skip_rows=skip_rows, columns=columns, required=required,
+            display_name=display_name, fasta_header=fasta_header,
+            smiles_property=smiles_property, fill_required=False,
+        )
+    )  # fmt: skip
+    return concat_chunks(frames)
+
+
+def concat_chunks(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Chunks of `iter_raw_table` as one table: columns in the order first seen ("" where a
+    chunk lacks one), lines joined, read errors keyed by row of the whole table."""
+    if len(frames) == 1:
+        df = frames[0].reset_index(drop=True)
     else:
-        text = _decode(data, name, compression)
-        if fmt == "fasta":
-            from biomol_dl.fasta import read_fasta
-
-            df = read_fasta(text, name, fasta_header)
-        elif fmt == "sdf":
-            from biomol_dl.sdf import read_sdf
-
-            df = read_sdf(text, name, smiles_property=smiles_property)
-        else:
-            df = _read_delimited(
-                text, name, fmt, header=header, skip_rows=skip_rows, columns=columns
-            )
-    _check_columns(df, required, name, fmt)
+        df = pd.concat(frames, sort=False).reset_index(drop=True)
+        if any(len(f.columns) != df.shape[1] for f in frames):
+            df = df.fillna("")
+    attrs: dict[str, Any] = {}
+    if all(LINES_ATTR in f.attrs for f in frames):
+        attrs[LINES_ATTR] = [line for f in frames for line in f.attrs[LINES_ATTR]]
+    errors = {
+        int(f.index[0]) + k: v for f in frames for k, v in f.attrs.get(READ_ERRORS_ATTR, {}).items()
+    }
+    if errors:
+        attrs[READ_ERRORS_ATTR] = errors
+    df.attrs = attrs
     return df
 
 
-def _read_parquet(data: bytes, name: str) -> pd.DataFrame:
-    """A Parquet file as strings: numbers written as Python writes them (1.5, 3, 1e-07), a null
-    or NaN as "" (a missing value), booleans as true/false; nested columns are an error."""
+def iter_record_chunks(
+    records: Iterable[tuple[int, dict, tuple | None]], step: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """DataFrames of `step` FASTA / SDF records ((file line, {column: value}, read error or
+    None)), columns in the order first seen, "" where a record lacks one."""
+    keys: dict[str, None] = {}
+    rows: list[dict[str, str]] = []
+    lines: list[int] = []
+    errors: dict[int, tuple] = {}
+    offset = 0
+    for line, row, error in records:
+        for key in row:
+            if key not in keys:
+                keys[key] = None
+        if error is not None:
+            errors[len(rows)] = error
+        rows.append(row)
+        lines.append(line)
+        if len(rows) == step:
+            yield _record_frame(rows, list(keys), lines, errors, offset)
+            offset += len(rows)
+            rows, lines, errors = [], [], {}
+    if rows:
+        yield _record_frame(rows, list(keys), lines, errors, offset)
+
+
+def _record_frame(rows, keys, lines, errors, offset) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=keys, dtype=object).fillna("")
+    df.index = pd.RangeIndex(offset, offset + len(df))
+    df.attrs[LINES_ATTR] = lines
+    if errors:
+        df.attrs[READ_ERRORS_ATTR] = errors
+    return df
+
+
+def _parquet_chunks(
+    stream: _Stream, path: str | Path, name: str, step: int
+) -> Iterator[pd.DataFrame]:
+    """A Parquet file as strings, `step` rows at a time (pyarrow's iter_batches): numbers
+    written as Python writes them (1.5, 3, 1e-07), a null or NaN as "" (a missing value),
+    booleans as true/false; nested columns are an error. A compressed file is decompressed into
+    memory first (Parquet needs to seek)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def failed(err: BaseException) -> DataError:
+        return DataError(f"{name}: cannot read as Parquet ({' '.join(str(err).split())[:200]})")
+
+    source: Any = path if stream.compression is None else io.BytesIO(stream.read_all())
     try:
-        table = pq.read_table(io.BytesIO(data))
+        parquet = pq.ParquetFile(source)
+        schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise DataError(
-            f"{name}: cannot read as Parquet ({' '.join(str(err).split())[:200]})"
-        ) from None
-    out: dict[str, list[str]] = {}
-    for field, column in zip(table.schema, table.columns, strict=True):
+        raise failed(err) from None
+    names: list[str] = []
+    for field in schema:
         if pa.types.is_nested(field.type):
             raise DataError(
                 f"{name}: column {field.name!r} is {field.type} (nested); only flat columns of "
                 "numbers, strings and booleans can be read"
             )
-        if field.name in out:
+        if field.name in names:
             raise DataError(f"{name}: duplicate column name(s): {field.name!r}")
-        out[field.name] = [_parquet_cell(v) for v in column.to_pylist()]
-    if not table.num_rows:
+        names.append(field.name)
+    if not parquet.metadata.num_rows:
         raise DataError(f"{name}: no data rows")
-    return pd.DataFrame(out, dtype=object)
+    offset = 0
+    batches = parquet.iter_batches(batch_size=step)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise failed(err) from None
+        if batch is None:
+            return
+        out = {
+            field: [_parquet_cell(v) for v in column.to_pylist()]
+            for field, column in zip(names, batch.columns, strict=True)
+        }
+        df = pd.DataFrame(out, dtype=object, index=pd.RangeIndex(offset, offset + batch.num_rows))
+        offset += batch.num_rows
+        yield df
 
 
 def _parquet_cell(value: Any) -> str:
@@ -445,15 +777,19 @@ def _parquet_cell(value: Any) -> str:
     return str(value)
 
 
-def _read_delimited(
-    text: str,
+def _delimited_chunks(
+    text: _Text,
     name: str,
     fmt: str,
+    step: int,
     *,
     header: bool | int,
     skip_rows: int,
     columns: Sequence[str] | None,
-) -> pd.DataFrame:
+) -> Iterator[pd.DataFrame]:
+    """CSV / TSV rows as DataFrames of `step` rows. Problems with the header (the `columns`
+    option, repeated names) and the field counts are raised after the rest of the file is
+    parsed, so a parse error anywhere comes first (as when the whole file is parsed first)."""
     if isinstance(header, bool):
         has_header = header
     elif isinstance(header, int) and header >= 0:
@@ -464,50 +800,79 @@ def _read_delimited(
         )
     if not isinstance(skip_rows, int) or isinstance(skip_rows, bool) or skip_rows < 0:
         raise DataError(f"{name}: option skip_rows must be a whole number >= 0, got {skip_rows!r}")
-    records = _records(text, name, fmt, skip_rows)
-    if not records:
+    records = _csv_records(text, name, fmt, skip_rows)
+    first = next(records, None)
+    if first is None:
         raise DataError(f"{name}: no rows left after skipping {skip_rows} line(s)")
+    header_line, fields = first
     if has_header:
-        header_line, names = records[0]
-        names = [n if n else f"column_{k + 1}" for k, n in enumerate(names)]
-        records = records[1:]
-        if not records:
-            raise DataError(f"{name}: no data rows (only a header line)")
+        names = [n if n else f"column_{k + 1}" for k, n in enumerate(fields)]
+        pending: list[tuple[int, list[str]]] = []
         reference = f"the header (line {header_line})"
     else:
-        header_line, first = records[0]
-        names = [f"column_{k + 1}" for k in range(len(first))]
+        names = [f"column_{k + 1}" for k in range(len(fields))]
+        pending = [first]
         reference = f"the first row (line {header_line})"
+    problem = None
     if columns is not None:
         columns = [str(c) for c in columns]
         if len(columns) != len(names):
-            raise DataError(
+            problem = DataError(
                 f"{name}: option columns names {len(columns)} column(s) "
                 f"({', '.join(columns)}) but the file has {len(names)}"
             )
         names = columns
     duplicated = sorted({c for c in names if names.count(c) > 1})
-    if duplicated:
-        raise DataError(f"{name}: duplicate column name(s): {', '.join(map(repr, duplicated))}")
-    _check_field_counts(records, names, reference, name, fmt)
-    df = pd.DataFrame([fields for _, fields in records], columns=names, dtype=object)
-    df.attrs[LINES_ATTR] = [line for line, _ in records]
+    if duplicated and problem is None:
+        problem = DataError(f"{name}: duplicate column name(s): {', '.join(map(repr, duplicated))}")
+    if problem is not None:
+        if not pending and next(records, None) is None:
+            raise DataError(f"{name}: no data rows (only a header line)")
+        for _ in records:
+            pass
+        raise problem
+    expected = len(names)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    offset = 0
+    for line, fields in itertools.chain(pending, records):
+        if len(fields) != expected:
+            wrong = sum(len(f) != expected for _, f in records)
+            raise _field_count_error(line, fields, wrong, names, reference, name, fmt)
+        rows.append(fields)
+        lines.append(line)
+        if len(rows) == step:
+            yield _delimited_frame(rows, names, lines, offset)
+            offset += len(rows)
+            rows, lines = [], []
+    if rows:
+        yield _delimited_frame(rows, names, lines, offset)
+    elif not offset:
+        raise DataError(f"{name}: no data rows (only a header line)")
+
+
+def _delimited_frame(rows, names, lines, offset) -> pd.DataFrame:
+    df = pd.DataFrame(
+        rows, columns=names, dtype=object, index=pd.RangeIndex(offset, offset + len(rows))
+    )
+    df.attrs[LINES_ATTR] = lines
     return df
 
 
-def _records(text: str, name: str, fmt: str, skip_rows: int) -> list[tuple[int, list[str]]]:
+def _csv_records(
+    text: _Text, name: str, fmt: str, skip_rows: int
+) -> Iterator[tuple[int, list[str]]]:
     """(first file line, fields) of every non-blank record after `skip_rows` lines."""
-    body = text.split("\n", skip_rows)[-1] if skip_rows else text
-    if skip_rows and text.count("\n") < skip_rows:
-        body = ""
-    reader = csv.reader(io.StringIO(body), delimiter=_DELIMITERS[fmt], strict=True)
-    records: list[tuple[int, list[str]]] = []
+    lines = text.lines(keepends=True)
+    for _ in itertools.islice(lines, skip_rows):
+        pass
+    reader = csv.reader(lines, delimiter=_DELIMITERS[fmt], strict=True)
     end = 0  # last line consumed by the reader
     try:
         for fields in reader:
             start, end = end + 1, reader.line_num
             if len(fields) > 1 or (fields and fields[0].strip()):
-                records.append((start + skip_rows, fields))
+                yield start + skip_rows, fields
     except csv.Error as err:
         start, failed = end + 1 + skip_rows, reader.line_num + skip_rows
         if "unexpected end of data" in str(err):
@@ -523,7 +888,6 @@ def _records(text: str, name: str, fmt: str, skip_rows: int) -> list[tuple[int, 
         else:
             detail = f"line {failed}: {' '.join(str(err).split())}"
         raise DataError(f"{name}: cannot parse as {fmt.upper()}: {detail}") from None
-    return records
 
 
 def _other_delimiter(fields: Sequence[str], fmt: str) -> tuple[str, str] | None:
@@ -534,18 +898,15 @@ def _other_delimiter(fields: Sequence[str], fmt: str) -> tuple[str, str] | None:
     return None
 
 
-def _check_field_counts(
-    records: list[tuple[int, list[str]]], names: list[str], reference: str, name: str, fmt: str
-) -> None:
-    """Every row has as many fields as `names`: pandas would shift or pad the others silently."""
+def _field_count_error(
+    line: int, fields: list[str], more: int, names: list[str], reference: str, name: str, fmt: str
+) -> DataError:
+    """A row (the first of `more` + 1) without as many fields as `names`: pandas would shift or
+    pad it silently."""
     expected = len(names)
-    wrong = [(line, fields) for line, fields in records if len(fields) != expected]
-    if not wrong:
-        return
-    line, fields = wrong[0]
     other = _other_delimiter(names, fmt) if expected == 1 else None
     if other:
-        raise DataError(
+        return DataError(
             f"{name}: wrong delimiter? {reference} is 1 column as {fmt.upper()} but contains "
             f"{other[0]}: is the file {other[1]}?"
         )
@@ -554,27 +915,27 @@ def _check_field_counts(
         hint = " (a trailing delimiter?)"
     elif other := _other_delimiter(fields, fmt):
         hint = f" (it contains {other[0]}: mixed delimiters?)"
-    more = f"; {len(wrong) - 1} more line(s) differ" if len(wrong) > 1 else ""
-    raise DataError(
+    more_text = f"; {more} more line(s) differ" if more else ""
+    return DataError(
         f"{name}: line {line} has {len(fields)} field(s) but {reference} has {expected}{hint}"
-        f"{more}; nothing is padded or shifted, fix the file"
+        f"{more_text}; nothing is padded or shifted, fix the file"
     )
 
 
-def _check_columns(df: pd.DataFrame, required: Sequence[str], name: str, fmt: str) -> None:
-    missing = [c for c in required if c not in df.columns]
+def _check_columns(columns: Sequence[Any], required: Sequence[str], name: str, fmt: str) -> None:
+    missing = [c for c in required if c not in columns]
     if not missing:
         return
-    available = ", ".join(map(repr, df.columns))
+    available = ", ".join(map(repr, columns))
     n_needed = len(set(required))
-    if df.shape[1] == 1 and n_needed > 1 and fmt != "fasta":
-        other = _other_delimiter([str(df.columns[0])], fmt)
+    if len(columns) == 1 and n_needed > 1 and fmt != "fasta":
+        other = _other_delimiter([str(columns[0])], fmt)
         hint = f"; the header contains {other[0]}: is the file {other[1]}?" if other else ""
         raise DataError(
             f"{name}: wrong delimiter? only 1 column found as {fmt.upper()} while {n_needed} "
             f"expected ({', '.join(map(repr, required))}){hint}"
         )
-    padded = next((str(c) for c in df.columns if str(c).strip() == missing[0]), None)
+    padded = next((str(c) for c in columns if str(c).strip() == missing[0]), None)
     hint = f" (the header has {padded!r}: remove the spaces around the name)" if padded else ""
     raise DataError(
         f"{name}: unknown column {missing[0]!r}"
@@ -583,7 +944,9 @@ def _check_columns(df: pd.DataFrame, required: Sequence[str], name: str, fmt: st
     )
 
 
-def read_table(path: str | Path, *, strings: Iterable[str] = ()) -> pd.DataFrame:
+def read_table(
+    path: str | Path, *, strings: Iterable[str] = (), columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """A table the workflow wrote (clean.csv, split/seed<N>.csv, predictions.csv, rejects.csv).
 
     Ids and inputs are names, never numbers or missing markers: the columns in STRING_COLUMNS and
@@ -591,6 +954,7 @@ def read_table(path: str | Path, *, strings: Iterable[str] = ()) -> pd.DataFrame
     (ids "NA", "nan", "None", "null", "1e3", "007" survive; an empty cell is ""). Every other
     column is parsed by pandas with only an empty cell as NaN, so labels and predictions are
     numbers, NaN where missing, and a text column stays text. No column becomes the index.
+    `columns`: read only these (in the file's order), for a reader that needs no labels.
     """
     text_columns = [*STRING_COLUMNS, *strings]
     table = pd.read_csv(
@@ -599,6 +963,7 @@ def read_table(path: str | Path, *, strings: Iterable[str] = ()) -> pd.DataFrame
         keep_default_na=False,
         na_values=[""],
         index_col=False,
+        usecols=list(columns) if columns is not None else None,
     )
     for column in table.columns.intersection(text_columns):
         table[column] = table[column].fillna("")

@@ -1,12 +1,12 @@
 """Predictions for new SMILES or sequences with a trained model, or with every seed of it as an
 ensemble.
 
-For the predict rule and for notebooks. `run_predict` reads a CSV / TSV / FASTA table, validates
-its inputs exactly as the dataset's validate rule does (same kind, same `validation` options, via
-biomol_dl.validate; labels are not needed and duplicates are kept, since every row asked about
-gets an answer), featurizes them with the featurizer saved in the model file, predicts with each
-seed's model and combines the seeds. Invalid rows go to rejects.csv with their reason, never
-silently away.
+For the predict rule and for notebooks. `run_predict` reads a CSV / TSV / FASTA / SDF / Parquet
+table (plain or compressed), validates its inputs exactly as the dataset's validate rule does
+(same kind, same `validation` options, via biomol_dl.validate; labels are not needed and
+duplicates are kept, since every row asked about gets an answer), featurizes them with the
+featurizer saved in the model file, predicts with each seed's model and combines the seeds.
+Invalid rows go to rejects.csv with their reason, never silently away.
 
 predictions.csv has one row per valid input row and label column (task):
 
@@ -35,36 +35,40 @@ the training molecules, or 3-mer Jaccard to the training sequences) and `in_doma
 Each seed's model file is read by its family's `predict` (biomol_dl.models): torch families go
 through biomol_dl.train_job.predict_inputs, the random forest reads its own model file.
 
-Large inputs run in chunks of `chunk_rows` rows (CHUNK_ROWS): each chunk is validated, featurized,
-predicted by every seed and appended to predictions.csv / rejects.csv, so what featurization and
-the models hold does not grow with the input (the file itself is read whole, by
-biomol_dl.io.read_raw_table). The files are the same as from one pass: rows, ids (row<N> counts
-from the file's first row) and summary.json (counts, reasons, input_stats) are those of the whole
-file, and a multitask file keeps its task-major order. An input whose ids repeat (the validate
-rule renames them `<id>_row<N>` against every other id) is validated in one pass.
+Large inputs run in chunks of `chunk_rows` rows (CHUNK_ROWS): the file is read as a stream
+(biomol_dl.io.iter_raw_table: CSV, TSV, FASTA, SDF, Parquet, compressed or not), and each chunk is
+validated, featurized, predicted by every seed and appended to predictions.csv / rejects.csv, so
+no whole-input table is held and memory does not grow with the input. The files are the same as
+from one pass: rows, ids (row<N> counts from the file's first row) and summary.json (counts,
+reasons, input_stats) are those of the whole file, and a multitask file keeps its task-major
+order. Ids that repeat are renamed `<id>_row<N>` as the validate rule does it over the whole
+file: each chunk's kept ids are hashed (8 bytes a row) as they go by, and only when two hashes
+agree are the staged chunks read again, with a set of their ids, to rename the repeats in order.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biomol_dl.io import LINES_ATTR, DataError, read_raw_table
+from biomol_dl.io import LINES_ATTR, READ_ERRORS_ATTR, DataError, iter_raw_table
 from biomol_dl.logutil import get
 from biomol_dl.metrics import BINARY_TASKS
 
 log = get(__name__)
 
 _NO_LABEL = "__biomol_dl_no_label__"
+_ROW_ID = "__biomol_dl_row_id__"  # a unique stand-in id per row while a chunk is validated
 CHUNK_ROWS = 20_000  # input rows validated, featurized and predicted at a time
 
 
@@ -213,32 +217,35 @@ def run_predict(
         classes = json.loads(Path(validate_summary).read_text()).get("classes")
     fmt = input_format(input_path, input_format_name)
     required = [input_column] + ([id_column] if id_column else [])
-    table = read_raw_table(input_path, fmt, required=required)
-    lines = table.attrs.get(LINES_ATTR)
-    table = table[list(dict.fromkeys(required))]  # only what validation reads
-    table.attrs[LINES_ATTR] = lines
+    raw = iter_raw_table(input_path, fmt, required=required, chunk_rows=chunk_rows)
     for path in (out_predictions, out_rejects, out_summary):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     chunks = _ValidatedChunks(
-        table, kind=kind, validation=validation, input_column=input_column,
-        id_column=id_column, source_name=str(input_path), chunk_rows=chunk_rows,
+        raw, kind=kind, validation=validation, input_column=input_column,
+        id_column=id_column, source_name=str(input_path),
     )  # fmt: skip
     staging = Path(out_predictions).with_name(f".{Path(out_predictions).name}.chunks")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     writer = _PredictionWriter(out_predictions)
+    rejects_part = staging / "rejects.csv"
     try:
-        # 1. validation, chunk by chunk: rejects appended, valid rows staged
+        # 1. validation, chunk by chunk as the file is read: rejects appended, valid rows staged
         parts, header = [], True
         done = 0
         for k, (clean, rejects, n_rows) in enumerate(chunks):
-            rejects.to_csv(out_rejects, index=False, header=header, mode="w" if header else "a")
+            rejects.to_csv(rejects_part, index=False, header=header, mode="w" if header else "a")
             header, done = False, done + n_rows
-            if n_rows < len(table):
-                log.info("%d/%d input rows validated", done, len(table))
+            if k or n_rows == chunk_rows:
+                log.info("%d input rows validated", done)
             if not clean.empty:
                 clean.to_pickle(staging / f"clean{k}.pkl")
                 parts.append(k)
+        if chunks.maybe_repeated:
+            chunks.summary["ids"]["renamed"], chunks.summary["ids"]["renamed_examples"] = (
+                _rename_repeats(staging, parts, id_column, chunks.summary["ids"]["filled_from_row"])
+            )
+        os.replace(rejects_part, out_rejects)
         summary = chunks.summary
         summary.update(input=str(input_path), family=family, task=task,
                        seeds=sorted(int(s) for s in model_files))  # fmt: skip
@@ -376,58 +383,69 @@ class _PredictionWriter:
 
 
 class _ValidatedChunks:
-    """Iterate (clean, rejects, n_rows) over chunks of a raw table, rows and ids numbered as in
-    the whole file; `.summary` afterwards is validate_inputs' summary of the whole table."""
+    """Iterate (clean, rejects, n_rows) over the chunks of a raw table as `iter_raw_table` reads
+    them, rows and ids numbered as in the whole file; `.summary` afterwards is validate_inputs'
+    summary of the whole table (but for the renaming of repeated ids: when `.maybe_repeated`,
+    `_rename_repeats` renames them in the staged chunks). A table of one chunk is validated as
+    it is, in one pass."""
 
-    def __init__(self, table, *, kind, validation, input_column, id_column, source_name,
-                 chunk_rows):  # fmt: skip
-        self.table, self.kind, self.validation = table, kind, validation
+    def __init__(self, raw: Iterable[pd.DataFrame], *, kind, validation, input_column, id_column,
+                 source_name):  # fmt: skip
+        self.raw, self.kind, self.validation = raw, kind, validation
         self.input_column, self.id_column, self.source_name = input_column, id_column, source_name
-        n = len(table)
-        self.step = max(1, int(chunk_rows))
-        self.filled = 0
-        if n > self.step and id_column:
-            # ids the validator would fill (row<N>) or rename (repeats) depend on the whole file
-            ids = table[id_column].astype(str).str.strip().to_numpy(dtype=object)
-            empty = np.flatnonzero(ids == "")
-            ids[empty] = [f"row{i + 1}" for i in empty]
-            if _repeats(ids):
-                log.info("%s: repeated ids; validating all %d rows in one pass", source_name, n)
-                self.step = n
-            else:
-                self.filled = len(empty)
-                self.table = table.assign(**{id_column: ids})
-                self.table.attrs[LINES_ATTR] = table.attrs.get(LINES_ATTR)
+        self.columns = list(dict.fromkeys([input_column] + ([id_column] if id_column else [])))
         self.summary: dict[str, Any] | None = None
+        self.maybe_repeated = False
+
+    def _validate(self, table: pd.DataFrame, id_column: str | None):
+        return validate_inputs(
+            table, kind=self.kind, validation=self.validation, input_column=self.input_column,
+            id_column=id_column, source_name=self.source_name,
+        )  # fmt: skip
+
+    def _only(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """What validation reads of a chunk (with its lines and read errors)."""
+        table = frame[self.columns].copy()
+        table.attrs = {
+            k: frame.attrs[k] for k in (LINES_ATTR, READ_ERRORS_ATTR) if k in frame.attrs
+        }
+        return table
 
     def __iter__(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:
-        table, n = self.table, len(self.table)
-        lines = table.attrs.get(LINES_ATTR)
-        if self.step >= n:
-            clean, rejects, self.summary = validate_inputs(
-                table, kind=self.kind, validation=self.validation,
-                input_column=self.input_column, id_column=self.id_column,
-                source_name=self.source_name,
-            )  # fmt: skip
-            yield clean, rejects, n
+        frames = iter(self.raw)
+        first = next(frames)  # the reader raises on a file without rows
+        second = next(frames, None)
+        if second is None:
+            clean, rejects, self.summary = self._validate(self._only(first), self.id_column)
+            yield clean, rejects, len(first)
             return
         counts: Counter[str] = Counter()
         by_reason: Counter[str] = Counter()
-        sizes: list[np.ndarray] = []
-        kept = rejected = 0
+        sizes = np.zeros(0, dtype=np.int64)  # kept inputs per size
+        hashes: list[np.ndarray] = []  # of the kept ids, to find repeats
+        n = kept = rejected = filled = 0
         size_key = "heavy_atoms" if self.kind == "smiles" else "length"
-        for lo in range(0, n, self.step):
-            hi = min(n, lo + self.step)
-            part = table.iloc[lo:hi].copy()
-            part.attrs[LINES_ATTR] = lines[lo:hi] if lines is not None else None
-            clean, rejects, summary = validate_inputs(
-                part, kind=self.kind, validation=self.validation,
-                input_column=self.input_column, id_column=self.id_column,
-                source_name=self.source_name,
-            )  # fmt: skip
+        for frame in itertools.chain([first, second], frames):
+            lo = n
+            n += len(frame)
+            part = self._only(frame)
+            ids = None
+            if self.id_column:
+                # the whole file's ids: stripped, row<N> when empty; validation sees a unique
+                # stand-in, so that it renames nothing within the chunk
+                ids = part[self.id_column].astype(str).str.strip().to_numpy(dtype=object)
+                empty = np.flatnonzero(ids == "")
+                ids[empty] = [f"row{lo + i + 1}" for i in empty]
+                filled += len(empty)
+                part[_ROW_ID] = [str(i) for i in range(len(part))]
+            clean, rejects, summary = self._validate(part, _ROW_ID if ids is not None else None)
+            if ids is not None:
+                clean["id"] = ids[clean["row"].to_numpy(dtype=np.int64) - 1]
+                rejects["id"] = ids[rejects["row"].to_numpy(dtype=np.int64) - 1]
+                hashes.append(pd.util.hash_array(clean["id"].to_numpy(dtype=object)))
             clean = clean.assign(row=clean["row"] + lo)
             rejects = rejects.assign(row=rejects["row"] + lo)
-            if not self.id_column:  # row<N> of the whole file
+            if ids is None:  # row<N> of the whole file
                 clean["id"] = "row" + clean["row"].astype(str)
                 rejects["id"] = "row" + rejects["row"].astype(str)
             kept, rejected = kept + summary["kept"], rejected + summary["rejected"]
@@ -435,22 +453,55 @@ class _ValidatedChunks:
             stats = dict(summary["input_stats"])
             stats.pop(size_key, None)
             counts.update(stats)
-            sizes.append(_input_sizes(clean["input"], self.kind))
-            yield clean, rejects, hi - lo
+            here = np.bincount(_input_sizes(clean["input"], self.kind))
+            if len(here) > len(sizes):
+                sizes = np.pad(sizes, (0, len(here) - len(sizes)))
+            sizes[: len(here)] += here
+            yield clean, rejects, len(frame)
+        if hashes:
+            self.maybe_repeated = bool(pd.Series(np.concatenate(hashes)).duplicated().any())
         self.summary = {
             "rows_in": n, "kept": kept, "rejected": rejected,
             "by_reason": dict(sorted(by_reason.items())),
-            "input_stats": {size_key: _spread(np.concatenate(sizes)), **counts},
-            "ids": {"filled_from_row": self.filled, "renamed": 0, "renamed_examples": []},
+            "input_stats": {size_key: _spread_counts(sizes), **counts},
+            "ids": {"filled_from_row": filled, "renamed": 0, "renamed_examples": []},
         }  # fmt: skip
 
 
-def _repeats(values: np.ndarray) -> bool:
-    """Whether any string occurs twice: 64-bit hashes first (8 bytes a row), the strings only
-    where two hashes agree."""
-    hashes = pd.Series(pd.util.hash_array(values))
-    candidates = hashes.duplicated(keep=False).to_numpy()
-    return bool(candidates.any() and pd.Series(values[candidates]).duplicated().any())
+def _rename_repeats(staging: Path, parts: list[int], id_column: str, filled: int):
+    """Rename repeated ids in the staged clean chunks as biomol_dl.validate's `_unique_ids`
+    does over the whole file (the first keeps its id, a later one becomes `<id>_row<N>`, with
+    `_` added while that is taken); (renamed, renamed_examples). Holds a set of the ids."""
+    used: set[str] = set()
+    for k in parts:
+        used.update(pd.read_pickle(staging / f"clean{k}.pkl")["id"])
+    seen: set[str] = set()
+    renamed, examples = 0, []
+    for k in parts:
+        clean = pd.read_pickle(staging / f"clean{k}.pkl")
+        ids = clean["id"].tolist()
+        for j, (rid, row) in enumerate(zip(ids, clean["row"].tolist(), strict=True)):
+            if rid not in seen:
+                seen.add(rid)
+                continue
+            new = f"{rid}_row{row}"
+            while new in used:
+                new += "_"
+            renamed += 1
+            if len(examples) < 10:
+                examples.append({"row": row, "id": rid, "new_id": new})
+            ids[j] = new
+            used.add(new)
+            seen.add(new)
+        if ids != clean["id"].tolist():
+            clean["id"] = ids
+            clean.to_pickle(staging / f"clean{k}.pkl")
+    if filled or renamed:
+        log.warning(
+            "ids: %d empty %s cell(s) replaced by row<N>, %d repeated id(s) renamed <id>_row<N>",
+            filled, id_column, renamed,
+        )  # fmt: skip
+    return renamed, examples
 
 
 def _input_sizes(inputs: pd.Series, kind: str) -> np.ndarray:
@@ -467,9 +518,16 @@ def _input_sizes(inputs: pd.Series, kind: str) -> np.ndarray:
 
 def _spread(values: np.ndarray) -> dict[str, Any] | None:
     """min / median / max as biomol_dl.validate reports them (statistics.median's types)."""
-    if not len(values):
+    return _spread_counts(np.bincount(np.asarray(values, dtype=np.int64), minlength=0))
+
+
+def _spread_counts(counts: np.ndarray) -> dict[str, Any] | None:
+    """`_spread` of the values that `counts` (a bincount) counts."""
+    n = int(counts.sum())
+    if not n:
         return None
-    ordered = np.sort(values)
-    n, mid = len(ordered), len(ordered) // 2
-    median = int(ordered[mid]) if n % 2 else (int(ordered[mid - 1]) + int(ordered[mid])) / 2
-    return {"min": int(ordered[0]), "median": median, "max": int(ordered[-1])}
+    ends = np.cumsum(counts)
+    at = lambda k: int(np.searchsorted(ends, k, side="right"))  # noqa: E731 (value at rank k)
+    mid = n // 2
+    median = at(mid) if n % 2 else (at(mid - 1) + at(mid)) / 2
+    return {"min": at(0), "median": median, "max": at(n - 1)}

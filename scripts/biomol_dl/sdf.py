@@ -18,28 +18,29 @@ that row and counts it; nothing is dropped. The file line of each record is `att
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterable, Iterator
 
 import pandas as pd
 
-from biomol_dl.io import LINES_ATTR, READ_ERRORS_ATTR, DataError
+from biomol_dl.io import DataError
 
 _ITEM = re.compile(r"^>.*?<([^>]*)>")
 _OWN = ("id", "smiles")
 
 
-def _records(text: str) -> list[tuple[int, list[str]]]:
+def _records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """(first file line, lines) of each record; blank space between records is skipped."""
-    records, current, start = [], [], 1
-    for number, line in enumerate(text.split("\n"), 1):
+    current, start = [], 1
+    for number, line in enumerate(lines, 1):
         if line.rstrip() == "$$$$":
-            records.append((start, current))
+            yield start, current
             current, start = [], number + 1
         else:
             current.append(line)
     if any(line.strip() for line in current):
-        records.append((start, current))
-    return records
+        yield start, current
 
 
 def _items(lines: list[str]) -> dict[str, str]:
@@ -61,26 +62,29 @@ def _items(lines: list[str]) -> dict[str, str]:
 
 def read_sdf(text: str, name: str, *, smiles_property: str | None = None) -> pd.DataFrame:
     """Parse SD `text` (LF newlines) into rows (see the module doc)."""
+    from biomol_dl.io import concat_chunks, iter_record_chunks
+
+    records = iter_sdf(text.split("\n"), name, smiles_property=smiles_property)
+    return concat_chunks(list(iter_record_chunks(records)))
+
+
+def iter_sdf(
+    lines: Iterable[str], name: str, *, smiles_property: str | None = None
+) -> Iterator[tuple[int, dict[str, str], tuple[str, str, str] | None]]:
+    """(file line, row, read error or None) of each record of SD `lines`, as they are read; the
+    first 50 records are looked at for an `M  END` line before any is handed out."""
     from rdkit import Chem, rdBase
 
-    records = _records(text)
-    if not any("M  END" in ln for _, lines in records[:50] for ln in lines):
+    records = _records(lines)
+    first = list(itertools.islice(records, 50))
+    if not any("M  END" in ln for _, block in first for ln in block):
         raise DataError(f"{name}: not an SD file: no record has an 'M  END' line")
-    rows: list[dict[str, str]] = []
-    starts: list[int] = []
-    errors: dict[int, tuple[str, str, str]] = {}
-    with rdBase.BlockLogs():  # warnings off; each record's errors are captured below
-        for number, (start, lines) in enumerate(records, 1):
-            _read_record(Chem, rdBase, number, start, lines, smiles_property, rows, errors)
-            starts.append(start)
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    df = pd.DataFrame(rows, columns=keys, dtype=object).fillna("")
-    df.attrs[LINES_ATTR] = starts
-    if errors:
-        df.attrs[READ_ERRORS_ATTR] = errors
-    return df
+    for number, (start, block) in enumerate(itertools.chain(first, records), 1):
+        rows: list[dict[str, str]] = []
+        errors: dict[int, tuple[str, str, str]] = {}
+        with rdBase.BlockLogs():  # warnings off; the record's errors are captured
+            _read_record(Chem, rdBase, number, start, block, smiles_property, rows, errors)
+        yield start, rows[0], errors.get(0)
 
 
 def _read_record(Chem, rdBase, number, start, lines, smiles_property, rows, errors) -> None:
