@@ -136,6 +136,48 @@ def test_tuned_model_trains_with_the_best_params(search_run):
     assert history.startswith("epoch")
 
 
+def test_the_tuned_model_run_logs_the_params_it_trains_with(search_run, tmp_path, monkeypatch):
+    """The tracking run of `<name>__tuned` records the study's best parameters, not the untuned
+    entry the rule's params hold."""
+    import contextlib
+
+    from biomol_dl import rule_params, tracking, train_job
+    from biomol_dl.job import Job
+
+    workdir, config, *_ = search_run
+    loaded = load_config(copy.deepcopy(config))
+    logged = {}
+
+    @contextlib.contextmanager
+    def recording_run(job, params=None, **_):
+        logged.update(params if params is not None else job.params)
+        yield _Quiet()
+
+    monkeypatch.setattr(tracking, "job_run", recording_run)
+    results, out = workdir / "results" / DATASET, tmp_path / "out"
+    model = f"{MODEL}__tuned"
+    train_job.main(Job(
+        rule="train_mlp", wildcards={"dataset": DATASET, "model": model, "seed": "0"},
+        input={"clean": str(results / "validate/clean.csv"), "split": str(results / "split/seed0.csv"),
+               "features": str(results / "featurize/morgan.pt"), "tuned": str(workdir / STUDY / "best.json")},
+        output={n: str(out / f) for n, f in (("model", "model.pt"), ("predictions", "predictions.csv"),
+                                            ("history", "history.csv"))},
+        log={"log": str(tmp_path / "train.log")},
+        params={"family": "mlp", "model": rule_params.train_model_spec(loaded, model),
+                "task": "regression", "label_columns": loaded["datasets"][DATASET]["label_columns"]},
+    ))  # fmt: skip
+    best = json.loads((workdir / STUDY / "best.json").read_text())["best_params"]
+    assert logged["model"]["params"]["hidden"] == best["hidden"]
+    assert rule_params.train_model_spec(loaded, model)["params"].get("hidden") != best["hidden"]
+
+
+class _Quiet:
+    """A tracking run that records nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 def _spec(workdir: Path, config: dict) -> dict:
     loaded = load_config(copy.deepcopy(config))
     spec = search.study_spec(loaded, DATASET, MODEL)

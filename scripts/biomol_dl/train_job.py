@@ -803,7 +803,8 @@ def main(job: Job) -> None:
         spec = apply_tuned(spec, job.input["tuned"])
     family = get_family(str(job.params["family"]))(spec.get("params") or {})
     try:
-        with tracking.job_run(job) as run:
+        # the run's params are the model as it trains (a tuned model's, the study's best)
+        with tracking.job_run(job, params={**dict(job.params), "model": spec}) as run:
             try:
                 family.train(
                     clean_csv=job.input["clean"],
