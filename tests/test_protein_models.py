@@ -366,7 +366,7 @@ def test_cost_estimate_is_logged_and_fails_fast_over_the_runtime(esm_dir, caplog
         "plm_lora cost estimate:" in caplog.text and "min per epoch (2 train batches" in caplog.text
     )
     assert all(torch.equal(before[n], p) and p.grad is None for n, p in model.named_parameters())
-    family.runtime = 1e-9
+    family.job_runtime = 1e-9  # what train_job.main sets from the job's resources
     with pytest.raises(RuntimeError, match=r"exceeds the rule's runtime of 0 min; set cache_layer"):
         family.prepare_model(model, train)
 

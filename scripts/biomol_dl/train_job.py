@@ -802,6 +802,10 @@ def main(job: Job) -> None:
 
         spec = apply_tuned(spec, job.input["tuned"])
     family = get_family(str(job.params["family"]))(spec.get("params") or {})
+    if isinstance(job.resources.get("runtime"), int | float):
+        # the job's own time limit (minutes; a --set-resources override included), against which
+        # a family's cost estimate is checked, rather than the family's default
+        family.job_runtime = int(job.resources["runtime"])
     try:
         # the run's params are the model as it trains (a tuned model's, the study's best)
         with tracking.job_run(job, params={**dict(job.params), "model": spec}) as run:

@@ -140,6 +140,9 @@ class Family:
     model_file: ClassVar[str] = "model.pt"
     mem_mb: ClassVar[int] = 16000
     runtime: ClassVar[int] = 720
+    # the running job's time limit in minutes (train_job.main sets it from the job's resources,
+    # a --set-resources override included); None outside a workflow job: `runtime` applies
+    job_runtime: int | None = None
     # Transfer learning (biomol_dl.transfer): the submodules of build_model's network that make
     # its encoder (loaded from a pretrained or another dataset's checkpoint, frozen on request)
     # and the one holding the head (a Sequential whose Linear layers are the head layers).

@@ -104,7 +104,7 @@ class PLMLoRAFamily(TokenFamily):
 
         cost = estimate_cost(self, model, train_subset)
         if cost is not None:
-            check_cost(cost, self.runtime)
+            check_cost(cost, self.job_runtime or self.runtime)
 
     def build_model(self, features: Mapping[str, Any], n_outputs: int):
         from biomol_dl.models.nets import plm_lora
