@@ -153,25 +153,10 @@ def run_training(
         head=head,
     )
 
-    preds, sd = training.predict_distribution(
-        built.model,
-        loader(built.dataset, False, seed),
-        task=task,
-        target_scaler=result.target_scaler,
-        device=result.device,
-        precision=result.precision,
-        head=head,
-    )
-    if sd is None:
-        sd = _dropout_sd(built.model, loader(built.dataset, False, seed), task, model_spec,
-                         result, seed)  # fmt: skip
-    members = _ensemble_members(
-        family, data, built.dataset, model_spec, init_file, loader, cfg, seed, task, preds,
-        fit_args={"fingerprint": fingerprint, "resume_dir": resume_dir,
-                  "lr_scales": (init_info or {}).get("lr_scales"), "log_metrics": run.log_metrics},
-    )  # fmt: skip
-    if members:
-        preds, sd = members["preds"], members["sd"]
+    fit_args = {"fingerprint": fingerprint, "resume_dir": resume_dir,
+                "lr_scales": (init_info or {}).get("lr_scales"), "log_metrics": run.log_metrics}  # fmt: skip
+    preds, sd, members = _predictions(family, data, built, model_spec, init_file, loader, cfg,
+                                      result, seed, task, head, fit_args)  # fmt: skip
     write_predictions(out_predictions, data.ids, data.split, task, label_columns, data.y, preds,
                       sd=sd)  # fmt: skip
     _write_csv(pd.DataFrame(result.history), out_history)
@@ -189,6 +174,26 @@ def run_training(
     training.clear_resume_state(resume_dir)
     summary = _log_end(run, result, device, time.perf_counter() - wall0)
     return {**summary, "monitor": result.monitor, "device": result.device}
+
+
+def _predictions(
+    family, data, built, model_spec, init_file, loader, cfg, result, seed, task, head, fit_args
+) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """(predictions, sd or None, the within-split ensemble's members or None) for every row:
+    the trained model's, with its head's sd or MC dropout's; an ensemble's mean and spread."""
+    full = loader(built.dataset, False, seed)
+    preds, sd = training.predict_distribution(
+        built.model, full, task=task, target_scaler=result.target_scaler, device=result.device,
+        precision=result.precision, head=head,
+    )  # fmt: skip
+    if sd is None:
+        sd = _dropout_sd(built.model, loader(built.dataset, False, seed), task, model_spec,
+                         result, seed)  # fmt: skip
+    members = _ensemble_members(family, data, built.dataset, model_spec, init_file, loader, cfg,
+                                seed, task, preds, fit_args=fit_args)  # fmt: skip
+    if members:
+        preds, sd = members["preds"], members["sd"]
+    return preds, sd, members
 
 
 def member_seed(seed: int, k: int) -> int:
