@@ -296,6 +296,23 @@ def test_parallel_slots_get_distinct_points_from_each_sampler(sampler, tiny_conf
     assert len(points) == 6
 
 
+def test_grid_study_tells_every_point_through_ask_and_tell(tiny_config, tmp_path):
+    """Optuna's GridSampler stops the study at its last point, which raises under ask / tell;
+    every slot, the one with the grid's last point included, must tell its value."""
+    space = {"dropout": {"type": "categorical", "choices": [0.0, 0.1]},
+             "hidden": {"type": "categorical", "choices": [[8], [16, 8]]}}  # fmt: skip
+    config = search_config(tiny_config, sampler="grid", pruner="none", n_trials=4, space=space)
+    spec = {**_spec(tmp_path, config), "storage": str(tmp_path / "study.journal")}
+    dists = search.distributions(spec["space"])
+    for slot in range(4):
+        study = search.open_study(spec, sampler_seed=search.sampler_seed(spec, slot, 0))
+        trial = study.ask(dists)
+        study.tell(trial, float(slot))
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    assert states == ["COMPLETE"] * 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.get_trials()}) == 4
+
+
 def test_history_plot_shows_pruned_trials_at_their_last_value():
     """A pruned trial has no value in the study; the plot puts it at its last reported one.
     Trials no slot counts are drawn apart and never make the best-so-far line."""

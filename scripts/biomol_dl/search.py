@@ -336,10 +336,27 @@ def _sampler(spec: Mapping[str, Any], seed: int | None):
     if spec["sampler"] == "grid":
         space = {k: [_hashable(c) for c in d["choices"]] for k, d in spec["space"].items()}
         # one grid order in every process: a trial's grid_id indexes the shuffled grid
-        return optuna.samplers.GridSampler(space, seed=int(spec["seed"]))
+        return _slot_grid_sampler(space, seed=int(spec["seed"]))
     return optuna.samplers.TPESampler(
         seed=seed, constant_liar=True, n_startup_trials=int(spec["startup_trials"])
     )
+
+
+def _slot_grid_sampler(space: dict[str, list], seed: int):
+    """Optuna's GridSampler without its stop at the last grid point.
+
+    GridSampler.after_trial calls `study.stop()` once the grid is exhausted, which only works
+    inside `study.optimize`; under ask / tell it raises RuntimeError from the last trial's
+    `tell` (optuna issues #4121, #5141), after the trial is stored, so the slot job that ran the
+    grid's last point failed. Here a study stops by its slots: the config check keeps n_trials
+    at most the grid's size, so nothing asks past the grid."""
+    import optuna
+
+    class SlotGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            """Nothing to do: the number of slot jobs ends the study, not the sampler."""
+
+    return SlotGridSampler(space, seed=seed)
 
 
 def _pruner(spec: Mapping[str, Any]):
