@@ -9,8 +9,21 @@ from snakemake_job import job_from_snakemake
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)
 torch.set_num_threads(job.threads)
-with tracking.job_run(job) as run:
-    stats = run_featurize(
-        job.input["clean"], job.params["spec"], job.output["features"], job.threads
-    )
-    run.log_metrics(stats)
+# the job's time limit in minutes (a --set-resources override included), which a protein LM's
+# estimated pass is checked against
+runtime = job.resources.get("runtime")
+name = f"{job.wildcards['dataset']}/{job.wildcards['featurizer']}"
+try:
+    with tracking.job_run(job) as run:
+        stats = run_featurize(
+            job.input["clean"],
+            job.params["spec"],
+            job.output["features"],
+            job.threads,
+            runtime=runtime if isinstance(runtime, int | float) else None,
+            name=name,
+        )
+        run.log_metrics(stats)
+except Exception as err:
+    logutil.get(job.rule).error("%s failed: %s", job.rule, err)
+    raise

@@ -235,3 +235,37 @@ def test_states_entering_a_layer_are_the_layer_inputs(esm_dir):
     torch.testing.assert_close(states[1].float(), hidden, atol=2e-3, rtol=1e-3)  # fp16 storage
     with pytest.raises(plm.PLMError, match="cache_layer=2: must be between 1 and 1"):
         plm.states_entering(model, tokenizer, SEQUENCES, layer=2)
+
+
+def test_a_pass_estimated_beyond_the_job_runtime_stops_after_its_first_batch(
+    esm_dir, tmp_path, caplog
+):
+    from biomol_dl.featurize import run_featurize
+
+    clean = tmp_path / "clean.csv"
+    clean.write_text("id,input\n" + "".join(f"s{i},{s}\n" for i, s in enumerate(SEQUENCES)))
+    base = {"model": str(esm_dir), "device": "cpu", "batch_tokens": 64}  # a batch or two each
+    specs = {
+        "emb": ({"type": "plm_embedding", **base}, "embedded"),
+        "tok": ({"type": "plm_tokens", "cache_layer": 1, **base}, "states entering layer 1"),
+    }
+    for name, (spec, what) in specs.items():
+        out = tmp_path / f"{name}.pt"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="biomol_dl"):
+            with pytest.raises(plm.PLMError) as err:
+                run_featurize(clean, spec, out, runtime=1e-6, name=f"ds/{name}")
+        line = str(err.value)
+        assert line.startswith(f"ds/{name}: {what}: all 6 sequences are estimated at ")
+        assert "in the first, longest batch at fp32; an upper bound), which with " in line
+        assert "exceeds the job's runtime of 1e-06 min; use precision: int8" in line
+        assert line.endswith("(--set-resources featurize:runtime=10)") and "\n" not in line
+        # stopped right after the first batch: its estimate logged, no progress, no output
+        assert "first (longest) batch" in caplog.text and "/6 sequences (" not in caplog.text
+        assert not out.exists()
+        for runtime in (None, 10_000):
+            assert run_featurize(clean, spec, out, runtime=runtime)["n"] == 6
+    with plm.time_limit(1e-6, "ds/emb"):  # on CUDA the first batch carries the warm-up
+        plm.check_time_limit("embedded", 5.0, 1.0, 6, "bf16", "cuda")
+        with pytest.raises(plm.PLMError, match="runtime of 1e-06 min; use precision: int8, or a"):
+            plm.check_time_limit("embedded", 5.0, 1.0, 6, "bf16", "cpu")

@@ -11,6 +11,12 @@ one chunk, and the file is the one a single pass writes, byte for byte (tests/te
 builds with tiny chunks). Other featurizers build in one call; each is bounded by its output
 already: one-hot, k-mer and token featurizers fill one preallocated array, the graph featurizer
 builds in chunks of its own (`chunk_size`) and joins them.
+
+Time. A protein LM's forward passes (`plm_embedding`, the `cache_layer` of `plm_tokens`) can take
+hours on a CPU. `runtime` (the job's runtime in minutes, a --set-resources override included;
+None outside a workflow job) is handed to them through `biomol_dl.plm.time_limit`: after their
+first, longest batch they estimate the whole pass and, when that exceeds the runtime, fail at
+once with one line naming the job, the estimate and what to change.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from biomol_dl import plm
 from biomol_dl.features import build_featurizer
 from biomol_dl.io import read_table
 from biomol_dl.logutil import get
@@ -37,16 +44,22 @@ def run_featurize(
     out_pt: str | Path,
     threads: int = 1,
     chunk_rows: int = CHUNK_ROWS,
+    runtime: float | None = None,
+    name: str | None = None,
 ) -> dict:
+    """Featurize the clean table into `out_pt`; stats for the job's run. runtime: the job's time
+    limit in minutes, which a protein LM's pass is checked against (see the module docstring);
+    name: the job in that check's message (default: `out_pt`)."""
     import torch
 
-    clean = read_table(clean_csv, columns=("id", "input"))
-    featurizer = build_featurizer(spec)
-    start = time.perf_counter()
-    features = build_features(
-        featurizer, spec.get("type"), clean["input"].tolist(), threads, chunk_rows
-    )
-    seconds = time.perf_counter() - start
+    with plm.time_limit(runtime, name or str(out_pt)):
+        clean = read_table(clean_csv, columns=("id", "input"))
+        featurizer = build_featurizer(spec)
+        start = time.perf_counter()
+        features = build_features(
+            featurizer, spec.get("type"), clean["input"].tolist(), threads, chunk_rows
+        )
+        seconds = time.perf_counter() - start
     features["ids"] = clean["id"].tolist()
     features["spec"] = dict(spec)
     torch.save(features, out_pt)

@@ -20,12 +20,15 @@ AntiBERTy, which ESM tokenizers also accept.
 Forward passes over a table (`embed_sequences`, `states_entering`: the hidden states entering a
 layer, the LoRA family's frozen-layer cache) run at a `precision` (`resolve_precision`): fp32,
 bf16 autocast (CUDA; CPUs with native bf16) or int8 dynamic quantization (CPU), and log an
-estimate of their total time after the first batch.
+estimate of their total time after the first batch. Inside `time_limit(minutes, job)` (the
+featurize job's runtime) a CPU pass whose estimate exceeds that limit raises `PLMError` right
+after its first batch, with one line naming the job, the estimate, the limit and what to change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.util
 import json
 import re
@@ -480,6 +483,79 @@ def encoder_layers(model: Any) -> Any:
     raise PLMError(f"cannot find the encoder layers of {type(model).__name__}")
 
 
+# The time limit of the job the forward passes run in: (minutes, job name, rule, when it was
+# set), or None. Set by the featurize job (biomol_dl.featurize) around its featurizer; read by
+# _table_batches. A context variable, so the featurizers between the two need not carry it.
+_TIME_LIMIT: contextvars.ContextVar = contextvars.ContextVar("plm_time_limit", default=None)
+
+
+@contextlib.contextmanager
+def time_limit(minutes: float | None, job: str, rule: str = "featurize"):
+    """Within it, a forward pass over a table on CPU (`embed_sequences`, `states_entering`) whose
+    estimate exceeds `minutes` fails after its first batch (`check_time_limit`). minutes: the
+    job's runtime (None: no limit, e.g. outside a workflow job); job: its name in the message;
+    rule: the rule whose runtime --set-resources would raise."""
+    import time
+
+    limit = None if minutes is None else (float(minutes), job, rule, time.perf_counter())
+    token = _TIME_LIMIT.set(limit)
+    try:
+        yield
+    finally:
+        _TIME_LIMIT.reset(token)
+
+
+def check_time_limit(
+    what: str, minutes: float, sequences_s: float, n: int, used: str, device: Any
+) -> None:
+    """Raise PLMError when `minutes` (the estimate of a whole pass over `n` sequences, made from
+    its first batch at `sequences_s`) plus the time the job has already spent exceeds the limit
+    of the enclosing `time_limit`. Nothing without one, and nothing on CUDA: there the first
+    batch carries the device's warm-up (the plm_lora cost probe skips CUDA too).
+
+    The estimate is compared as it is logged: the tokens/s of the first, longest batch applied to
+    every token. That is an upper bound (attention costs more per token in longer sequences, and
+    the first batch carries any warm-up; only the padding of later batches, small as they are
+    sorted by length, is left out), and close: embedding the 4577 AMP peptides with AntiBERTy
+    was estimated at 6.8 min and took 6.9 (fp32; int8: 2.6 and 2.4, BENCHMARKS.md). A job that
+    fails may thus have needed somewhat less: stopping it costs one batch and a flag to raise
+    the runtime, where letting it run costs hours.
+    """
+    import time
+
+    limit = _TIME_LIMIT.get()
+    if limit is None or str(device).startswith("cuda"):
+        return
+    runtime, job, rule, since = limit
+    spent = (time.perf_counter() - since) / 60
+    if spent + minutes <= runtime:
+        return
+    hints = []
+    if used == "fp32":
+        hints.append("precision: int8 (or bf16 on a CPU with native bf16)")
+    elif used == "bf16":
+        hints.append("precision: int8")
+    needed = _minutes_needed(spent + minutes)
+    hints += [
+        "a GPU (device: auto or cuda)",
+        "a smaller max_length",
+        f"a longer runtime (--set-resources {rule}:runtime={needed})",
+    ]
+    raise PLMError(
+        f"{job}: {what}: all {n} sequences are estimated at {minutes:.1f} min ({sequences_s:.1f} "
+        f"sequences/s in the first, longest batch at {used}; an upper bound), which with "
+        f"{spent:.1f} min already spent exceeds the job's runtime of {runtime:g} min; use "
+        f"{', or '.join(hints)}"
+    )
+
+
+def _minutes_needed(minutes: float) -> int:
+    """A runtime to suggest: the estimate plus a quarter, rounded up to 10 minutes."""
+    import math
+
+    return int(math.ceil(minutes * 1.25 / 10) * 10)
+
+
 def _table_batches(
     model: Any,
     tokenizer: Any,
@@ -493,7 +569,8 @@ def _table_batches(
 ):
     """Yield (rows, ids, mask, forward's result) over the sequences, longest first (an
     out-of-memory error shows up at once, not after an hour), at most `batch_tokens` padded
-    tokens a batch; logs a time estimate after the first (longest) batch and progress after."""
+    tokens a batch; logs a time estimate after the first (longest) batch, checks it against the
+    job's time limit (`check_time_limit`), and logs progress after."""
     import time
 
     import torch
@@ -520,6 +597,7 @@ def _table_batches(
             elapsed = max(time.perf_counter() - start, 1e-9)
             if b == 0 and len(batches) > 1:
                 tokens_s = len(rows) * ids.shape[1] / elapsed
+                minutes = float(lengths.sum()) / tokens_s / 60
                 log.info(
                     "%s: first (longest) batch %.1f sequences/s at %s; all %d sequences: about "
                     "%.1f min (an upper bound: later batches are shorter)",
@@ -527,8 +605,9 @@ def _table_batches(
                     len(rows) / elapsed,
                     used,
                     len(sequences),
-                    float(lengths.sum()) / tokens_s / 60,
+                    minutes,
                 )
+                check_time_limit(what, minutes, len(rows) / elapsed, len(sequences), used, device)
             if (b + 1) % max(1, len(batches) // 10) == 0 or b + 1 == len(batches):
                 log.info("%s: %d/%d sequences (%.1f/s)", what, done, len(sequences), done / elapsed)
 
