@@ -118,53 +118,22 @@ def run_pretraining(
     run: a tracking.JobRun or None. Returns a summary (best epoch, molecules, descriptors, ...).
     Raises training.Preempted after SIGTERM (rerunning resumes).
     """
-    from biomol_dl.hashing import sha256_file
-    from biomol_dl.io import read_table
-    from biomol_dl.train_job import _file_fingerprint, _log_end, _NoRun, check_feature_ids
+    from biomol_dl.train_job import _log_end, _NoRun
 
     wall0 = time.perf_counter()
     run = run or _NoRun()
     torch.set_num_threads(max(1, int(threads)))
     seed = int(spec.get("seed", 0))
-    molecules = read_table(molecules_csv)
-    features = torch.load(features_pt, map_location="cpu", weights_only=True)
-    check_feature_ids(features, molecules["id"].tolist(), features_pt)
-    n = len(molecules)
-    is_val, targets, y = _targets(features, spec, features_pt, n, seed)
+    corpus = _load_corpus(molecules_csv, features_pt, spec, seed)
 
     cfg, model_params = training.TrainConfig.from_params(spec.get("params") or {})
-    # targets are standardized above: the loop's rmse is then in sd units, every descriptor alike
+    # the targets come standardized (_load_corpus): the loop's rmse is then in sd units, every
+    # descriptor alike
     cfg = dataclasses.replace(cfg, seed=seed, standardize=False)
     family = get_family(spec["family"])(spec.get("params") or {})
-    training.set_seed(seed)
-    dataset = family.build_datasets(features, y)
-    train_idx, val_idx = np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val).tolist()
-    subsets = {
-        "train": torch.utils.data.Subset(dataset, train_idx),
-        "val": torch.utils.data.Subset(dataset, val_idx),
-    }
-    model = family.build_model(features, len(targets.names))
-    family.prepare_model(model, subsets["train"])
-    n_params = sum(p.numel() for p in model.parameters())
-    corpus_sha = sha256_file(molecules_csv)
-    run.log_params(
-        {
-            "pretrain": {"corpus": spec["corpus"], "family": spec["family"],
-                         "featurizer": spec["featurizer"], "objective": "rdkit_descriptors"},
-            "train": dataclasses.asdict(cfg),
-            "model": model_params,
-            "data": {"n_molecules": n, "n_train": len(train_idx), "n_val": len(val_idx),
-                     "n_descriptors": len(targets.names)},
-        }
-    )  # fmt: skip
-    run.set_tags({"corpus.sha256": corpus_sha})
-    run.log_metrics({"corpus_molecules": n, "n_parameters": n_params})
-    log.info(
-        "pretraining %s (%s) on corpus %s: %d molecules (%d train / %d val), %d descriptors "
-        "(%d dropped), %d parameters",
-        spec["name"], spec["family"], spec["corpus"], n, len(train_idx), len(val_idx),
-        len(targets.names), len(targets.dropped), n_params,
-    )  # fmt: skip
+    training.set_seed(seed)  # weight initialization depends on the seed only
+    subsets, model = _build(family, corpus)
+    _log_start(run, spec, cfg, model_params, corpus, model)
 
     def loader(subset, shuffle: bool, loader_seed: int):
         return family.make_loader(subset, batch_size=cfg.batch_size, shuffle=shuffle,
@@ -173,34 +142,51 @@ def run_pretraining(
     result = training.fit(
         model,
         lambda epoch: loader(subsets["train"], True, seed * 1000 + epoch),
-        loader(subsets["val"], False, seed) if val_idx else None,
+        loader(subsets["val"], False, seed) if corpus.val_idx else None,
         task="regression",
         config=cfg,
-        y_train=y[train_idx],
+        y_train=corpus.y[corpus.train_idx],
         resume_dir=resume_dir,
-        fingerprint={
-            "pretrain": {k: spec.get(k) for k in ("family", "featurizer_spec", "objective")},
-            "model_params": model_params,
-            "inputs": {
-                "molecules": _file_fingerprint(molecules_csv),
-                "features": _file_fingerprint(features_pt),
-            },
-        },  # fmt: skip
+        fingerprint=_resume_fingerprint(spec, model_params, molecules_csv, features_pt),
         log_metrics=run.log_metrics,
         keep_resume_state=True,
     )
     model.to("cpu")
-    import pandas as pd
-
-    Path(out_history).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(result.history).to_csv(out_history, index=False)
-    corpus = {"name": spec["corpus"], "sha256": corpus_sha, "molecules": n}
-    checkpoint = _encoder_checkpoint(spec, family, model, features, targets, corpus, result)
-    training.atomic_save(checkpoint, out_encoder)
+    _write_outputs(spec, family, model, corpus, result, out_encoder, out_history)
     training.clear_resume_state(resume_dir)
     summary = _log_end(run, result, torch.device(result.device), time.perf_counter() - wall0)
     log.info("encoder -> %s", out_encoder)
     return summary
+
+
+@dataclasses.dataclass
+class _Corpus:
+    """The corpus as the loop sees it: its features, which molecules train and which validate,
+    and the descriptor targets."""
+
+    features: dict[str, Any]
+    n: int
+    sha256: str
+    train_idx: list[int]
+    val_idx: list[int]
+    targets: DescriptorTargets
+    y: np.ndarray
+
+
+def _load_corpus(molecules_csv, features_pt, spec, seed: int) -> _Corpus:
+    """The corpus molecules and their features (the ids must match), the seeded train /
+    validation split and the descriptor targets fitted on its train molecules."""
+    from biomol_dl.hashing import sha256_file
+    from biomol_dl.io import read_table
+    from biomol_dl.train_job import check_feature_ids
+
+    molecules = read_table(molecules_csv)
+    features = torch.load(features_pt, map_location="cpu", weights_only=True)
+    check_feature_ids(features, molecules["id"].tolist(), features_pt)
+    n = len(molecules)
+    is_val, targets, y = _targets(features, spec, features_pt, n, seed)
+    train_idx, val_idx = np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val).tolist()
+    return _Corpus(features, n, sha256_file(molecules_csv), train_idx, val_idx, targets, y)
 
 
 def _targets(features, spec, features_pt, n: int, seed: int):
@@ -220,6 +206,72 @@ def _targets(features, spec, features_pt, n: int, seed: int):
     if not targets.names:
         raise ValueError(f"{spec['name']}: no descriptor is defined and varies on the corpus")
     return is_val, targets, targets.transform(values)
+
+
+def _build(family: Family, corpus: _Corpus) -> tuple[dict[str, Any], torch.nn.Module]:
+    """The train / val subsets and the model (in this order: the seed was just set), one output
+    per descriptor, with input statistics fitted on the train molecules."""
+    dataset = family.build_datasets(corpus.features, corpus.y)
+    subsets = {
+        "train": torch.utils.data.Subset(dataset, corpus.train_idx),
+        "val": torch.utils.data.Subset(dataset, corpus.val_idx),
+    }
+    model = family.build_model(corpus.features, len(corpus.targets.names))
+    family.prepare_model(model, subsets["train"])
+    return subsets, model
+
+
+def _log_start(run, spec, cfg, model_params, corpus: _Corpus, model: torch.nn.Module) -> None:
+    """The job's params, the corpus hash and sizes, to the tracking run and the log."""
+    n, n_train, n_val = corpus.n, len(corpus.train_idx), len(corpus.val_idx)
+    targets = corpus.targets
+    n_params = sum(p.numel() for p in model.parameters())
+    run.log_params(
+        {
+            "pretrain": {"corpus": spec["corpus"], "family": spec["family"],
+                         "featurizer": spec["featurizer"], "objective": "rdkit_descriptors"},
+            "train": dataclasses.asdict(cfg),
+            "model": model_params,
+            "data": {"n_molecules": n, "n_train": n_train, "n_val": n_val,
+                     "n_descriptors": len(targets.names)},
+        }
+    )  # fmt: skip
+    run.set_tags({"corpus.sha256": corpus.sha256})
+    run.log_metrics({"corpus_molecules": n, "n_parameters": n_params})
+    log.info(
+        "pretraining %s (%s) on corpus %s: %d molecules (%d train / %d val), %d descriptors "
+        "(%d dropped), %d parameters",
+        spec["name"], spec["family"], spec["corpus"], n, n_train, n_val,
+        len(targets.names), len(targets.dropped), n_params,
+    )  # fmt: skip
+
+
+def _resume_fingerprint(spec, model_params, molecules_csv, features_pt) -> dict:
+    """What must match for a resume state to be used: the objective, the family's params and
+    the input files."""
+    from biomol_dl.train_job import _file_fingerprint
+
+    return {
+        "pretrain": {k: spec.get(k) for k in ("family", "featurizer_spec", "objective")},
+        "model_params": model_params,
+        "inputs": {
+            "molecules": _file_fingerprint(molecules_csv),
+            "features": _file_fingerprint(features_pt),
+        },
+    }
+
+
+def _write_outputs(spec, family, model, corpus: _Corpus, result, out_encoder, out_history):
+    """history.csv, then encoder.pt (saved atomically)."""
+    import pandas as pd
+
+    Path(out_history).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(result.history).to_csv(out_history, index=False)
+    about = {"name": spec["corpus"], "sha256": corpus.sha256, "molecules": corpus.n}
+    checkpoint = _encoder_checkpoint(
+        spec, family, model, corpus.features, corpus.targets, about, result
+    )
+    training.atomic_save(checkpoint, out_encoder)
 
 
 def _encoder_checkpoint(spec, family, model, features, targets, corpus, result) -> dict:

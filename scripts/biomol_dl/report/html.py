@@ -282,6 +282,8 @@ def _split(split: str) -> str:
 
 
 def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> str:
+    """The dataset's leaderboard: how the models were chosen, the table of the shown models,
+    the registry note, the ranking plot, then the uncertainty, per-task and per-seed tables."""
     info = report["ranking"]
     metric, split = info["primary_metric"], info["rank_split"]
     other = "val" if split == "test" else "test"
@@ -290,6 +292,26 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
     hidden = len(report["leaderboard"]) - len(rows)
     # The ranking split's primary metric, the other split's beside it, then the other metrics.
     columns = [(split, metric), (other, metric)] + [(split, m) for m in metrics if m != metric]
+    bests = _column_bests(rows, columns)
+    head = _leaderboard_head(columns, split, metric)
+    body = [_leaderboard_row(r, columns, bests, report) for r in rows]
+    return (
+        f'<h3 id="{escape(name)}-leaderboard">Leaderboard</h3>'
+        + _ranking_note(info, hidden)
+        + f"<table class='leaderboard' id='leaderboard-{escape(name)}'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        + _registry_note(report.get("_registry"))
+        + _leaderboard_figure(name, report, base, split, metric)
+        + _uncertainty_table(name, rows)
+        + _per_task_details(report, rows)
+        + _per_seed_details(report)
+    )
+
+
+def _column_bests(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """The best mean of each (split, metric) column over the rows; None where no row has one."""
 
     def best_of(col: str, m: str) -> Any:
         values = [r[col] for r in rows if r.get(col) is not None]
@@ -297,8 +319,12 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
             return None
         return min(values) if m in LOWER_IS_BETTER else max(values)
 
-    bests = {(s, m): best_of(f"{s}_{m}_mean", m) for s, m in columns}
-    head = (
+    return {(s, m): best_of(f"{s}_{m}_mean", m) for s, m in columns}
+
+
+def _leaderboard_head(columns: Sequence[tuple[str, str]], split: str, metric: str) -> str:
+    """The header cells: the ranking column highlighted, the other split's muted."""
+    return (
         "<th>rank</th><th class='text'>model</th><th class='text'>family</th><th>seeds</th>"
         + "".join(
             f"<th class='{'primary' if (s, m) == (split, metric) else ''}"
@@ -309,55 +335,80 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
         "paired seeds'>Δ vs best</th><th>p-value</th><th class='text'>paired test</th>"
         "<th class='text'>MLflow train runs</th>"
     )
-    body = []
-    for r in rows:
-        cells = []
-        for s, m in columns:
-            mean = r.get(f"{s}_{m}_mean")
-            best = mean is not None and bests[(s, m)] is not None and mean == bests[(s, m)]
-            cells.append(
-                f"<td class='{'best' if best else ''}'>"
-                f"{_mean_sd(mean, r.get(f'{s}_{m}_sd'), stacked=True)}</td>"
-            )
-        runs = report.get("run_ids", {}).get(r["model"], {})
-        run_cell = _short(None)  # one n/a for the model when no run id was found
-        if any(ids.get("train") for ids in runs.values()):
-            run_cell = "<br>".join(
-                f"<span class='muted'>s{escape(seed)}</span>&nbsp;{_short(ids.get('train'))}"
-                for seed, ids in runs.items()
-            )
-        test = r.get("vs_best_test_name") or "none"
-        reference = r["model"] == info.get("best_model")
-        body.append(
-            f"<tr class='{'baseline' if r['baseline'] else ''}'><td>{r['rank']}</td>"
-            f"<td class='text model'>{_name(r['model'])}"
-            + (f"<br><span class='muted init'>{escape(r['init'])}</span>" if r.get("init") else "")
-            + (
-                f"<br><span class='muted tuned'>{escape(r['tuned'])}</span>"
-                if r.get("tuned")
-                else ""
-            )  # fmt: skip
-            + "</td>"
-            f"<td class='text'>{_name(r['family'])}</td><td>{r['n_seeds']}</td>"
-            + "".join(cells)
-            + (
-                "<td>reference</td><td>–</td><td class='text muted'>best model</td>"
-                if reference
-                else f"<td>{_signed(r.get('vs_best_mean_diff'))}</td>"
-                f"<td>{_p(r.get('vs_best_p_value'))}</td>"
-                f"<td class='text' title='{escape(r.get('vs_best_note') or '')}'>"
-                f"{escape(test)}{' (n=' + str(r['vs_best_n_pairs']) + ')' if r.get('vs_best_n_pairs') else ''}</td>"
-            )
-            + f"<td class='text'>{run_cell}</td></tr>"
+
+
+def _leaderboard_row(
+    r: Mapping[str, Any],
+    columns: Sequence[tuple[str, str]],
+    bests: Mapping[tuple[str, str], Any],
+    report: Mapping[str, Any],
+) -> str:
+    """One model's row: rank, model, family, seeds, its mean ± sd per column (the column's best
+    in bold), the paired test against the best model and its MLflow train runs."""
+    cells = []
+    for s, m in columns:
+        mean = r.get(f"{s}_{m}_mean")
+        best = mean is not None and bests[(s, m)] is not None and mean == bests[(s, m)]
+        cells.append(
+            f"<td class='{'best' if best else ''}'>"
+            f"{_mean_sd(mean, r.get(f'{s}_{m}_sd'), stacked=True)}</td>"
         )
+    reference = r["model"] == report["ranking"].get("best_model")
+    return (
+        f"<tr class='{'baseline' if r['baseline'] else ''}'><td>{r['rank']}</td>"
+        + _model_cell(r)
+        + f"<td class='text'>{_name(r['family'])}</td><td>{r['n_seeds']}</td>"
+        + "".join(cells)
+        + _vs_best_cells(r, reference)
+        + f"<td class='text'>{_train_runs_cell(report, r['model'])}</td></tr>"
+    )
+
+
+def _model_cell(r: Mapping[str, Any]) -> str:
+    """The model's name, with the checkpoint it starts from and its tuning below it."""
+    return (
+        f"<td class='text model'>{_name(r['model'])}"
+        + (f"<br><span class='muted init'>{escape(r['init'])}</span>" if r.get("init") else "")
+        + (f"<br><span class='muted tuned'>{escape(r['tuned'])}</span>" if r.get("tuned") else "")
+        + "</td>"
+    )
+
+
+def _vs_best_cells(r: Mapping[str, Any], reference: bool) -> str:
+    """Δ vs best, p-value and the paired test (n pairs); the best model is the reference."""
+    if reference:
+        return "<td>reference</td><td>–</td><td class='text muted'>best model</td>"
+    test = r.get("vs_best_test_name") or "none"
+    return (
+        f"<td>{_signed(r.get('vs_best_mean_diff'))}</td>"
+        f"<td>{_p(r.get('vs_best_p_value'))}</td>"
+        f"<td class='text' title='{escape(r.get('vs_best_note') or '')}'>"
+        f"{escape(test)}{' (n=' + str(r['vs_best_n_pairs']) + ')' if r.get('vs_best_n_pairs') else ''}</td>"
+    )
+
+
+def _train_runs_cell(report: Mapping[str, Any], model: str) -> str:
+    """The model's MLflow train run id per seed; one n/a when no run id was found."""
+    runs = report.get("run_ids", {}).get(model, {})
+    if not any(ids.get("train") for ids in runs.values()):
+        return _short(None)
+    return "<br>".join(
+        f"<span class='muted'>s{escape(seed)}</span>&nbsp;{_short(ids.get('train'))}"
+        for seed, ids in runs.items()
+    )
+
+
+def _ranking_note(info: Mapping[str, Any], hidden: int) -> str:
+    """How the models were chosen and ranked (warning when on test), and where the models
+    beyond the top k are."""
+    metric = info["primary_metric"]
     better = "higher" if info["higher_is_better"] else "lower"
     more = (
         f" {hidden} more model(s) beyond the top {info['top_k']} are in leaderboard.csv."
         if hidden
         else ""
     )
-    png = Path(report["_folder"]) / report["leaderboard_png"]
-    if split == "test":
+    if info["rank_split"] == "test":
         chosen = (
             f"Chosen and ranked on the <b>test</b> split's {escape(metric)} ({better} is "
             "better; report.rank_split: test): the best model is selected on the data that "
@@ -369,21 +420,23 @@ def _leaderboard_section(name: str, report: Mapping[str, Any], base: Path) -> st
             "is better); the test split's is shown beside it and never used to choose. "
         )
     return (
-        f'<h3 id="{escape(name)}-leaderboard">Leaderboard</h3>'
         f"<p class='note'>{chosen}Mean ± sd over seeds; the best value of each column in "
         f"bold. {escape(info['comparison_note'])}{more}</p>"
-        f"<table class='leaderboard' id='leaderboard-{escape(name)}'>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        + _registry_note(report.get("_registry"))
-        + "<figure class='wide' style='margin-top:14px'>"
+    )
+
+
+def _leaderboard_figure(
+    name: str, report: Mapping[str, Any], base: Path, split: str, metric: str
+) -> str:
+    """The ranking plot, embedded as a PNG, with a link to its SVG beside the page."""
+    png = Path(report["_folder"]) / report["leaderboard_png"]
+    return (
+        "<figure class='wide' style='margin-top:14px'>"
         f"{_img(png, f'{name}: models ranked by {split} {metric}')}<figcaption>"
         f"<b>Leaderboard.</b> test (filled) and validation (open) {escape(metric)}"
         f" per model, mean ± sd; dots are single seeds. "
         f"<a href='{escape(_rel(png.with_name(report['leaderboard_svg']), base))}'>SVG</a>"
         "</figcaption></figure>"
-        + _uncertainty_table(name, rows)
-        + _per_task_details(report, rows)
-        + _per_seed_details(report)
     )
 
 
