@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import fisher_exact, spearmanr
 
 from biomol_dl import domain, trust
 from biomol_dl import uncertainty as U
@@ -106,6 +106,10 @@ def summarize(rows: pd.DataFrame, n_bins: int, threshold: float) -> dict:
         for flag, part in m.groupby("in_domain"):
             bins["in domain" if flag else "out of domain"] = bin_stats(part)
         misses = m[~m["covered"]]
+        counts = pd.crosstab(m["in_domain"], m["covered"]).reindex(
+            index=[True, False], columns=[True, False], fill_value=0
+        )
+        by_seed = m.groupby(["seed", "in_domain"])["covered"].mean().unstack()
         out["models"][model] = {
             "normalized": bool(m["normalized"].all()),
             "overall": bin_stats(m),
@@ -114,6 +118,10 @@ def summarize(rows: pd.DataFrame, n_bins: int, threshold: float) -> dict:
             "val_fraction_flagged": float((~val.loc[val["model"] == model, "in_domain"]).mean()),
             "val_similarity": float(val.loc[val["model"] == model, "similarity"].mean()),
             "misses_flagged": float((~misses["in_domain"]).mean()) if len(misses) else math.nan,
+            # two-sided Fisher exact test of coverage in vs out of domain (pooled rows)
+            "fisher_p_in_vs_out": float(fisher_exact(counts.to_numpy()).pvalue),
+            "per_seed_coverage_in": by_seed.get(True, pd.Series()).round(4).tolist(),
+            "per_seed_coverage_out": by_seed.get(False, pd.Series()).round(4).tolist(),
             "spearman_similarity_abs_error": float(
                 spearmanr(m["similarity"], (m["y_true"] - m["y_pred"]).abs()).statistic
             ),
@@ -136,14 +144,16 @@ def markdown(summary: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| model | test flagged | val flagged | val mean sim. | misses flagged "
-        "| Spearman sim. / \\|error\\| | coverage per seed |",
-        "|---|---|---|---|---|---|---|",
+        "| model | test flagged | val flagged | val mean sim. | misses flagged | Fisher p in/out "
+        "| Spearman sim. / \\|error\\| | coverage per seed: all; in; out |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, s in summary["models"].items():
-        keys = ("fraction_flagged", "val_fraction_flagged", "val_similarity", "misses_flagged")
+        keys = ("fraction_flagged", "val_fraction_flagged", "val_similarity", "misses_flagged",
+                "fisher_p_in_vs_out", "spearman_similarity_abs_error")  # fmt: skip
         cells = [model, *(f"{s[k]:.3f}" for k in keys)]
-        cells += [f"{s['spearman_similarity_abs_error']:.3f}", str(s["per_seed_coverage"])]
+        per_seed = ("per_seed_coverage", "per_seed_coverage_in", "per_seed_coverage_out")
+        cells.append("; ".join(" ".join(f"{c:.3f}" for c in s[k]) for k in per_seed))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
