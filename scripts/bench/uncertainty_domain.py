@@ -126,8 +126,28 @@ def summarize(rows: pd.DataFrame, n_bins: int, threshold: float) -> dict:
                 spearmanr(m["similarity"], (m["y_true"] - m["y_pred"]).abs()).statistic
             ),
             "bins": bins,
+            "threshold_sweep": [_flag_at(m, t) for t in SWEEP],
         }
     return out
+
+
+SWEEP = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+def _flag_at(rows: pd.DataFrame, threshold: float) -> dict:
+    """What a flag at another similarity threshold would mark and catch (test rows)."""
+    flagged = rows["similarity"] < threshold
+    return {
+        "threshold": threshold,
+        "flagged": float(flagged.mean()),
+        "misses_flagged": float(flagged[~rows["covered"]].mean()),
+        "coverage_flagged": float(rows.loc[flagged, "covered"].mean())
+        if flagged.any()
+        else math.nan,
+        "coverage_kept": float(rows.loc[~flagged, "covered"].mean())
+        if (~flagged).any()
+        else math.nan,
+    }
 
 
 def markdown(summary: dict) -> str:
@@ -155,6 +175,12 @@ def markdown(summary: dict) -> str:
         per_seed = ("per_seed_coverage", "per_seed_coverage_in", "per_seed_coverage_out")
         cells.append("; ".join(" ".join(f"{c:.3f}" for c in s[k]) for k in per_seed))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| model | threshold | flagged | misses flagged | coverage flagged | coverage kept |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for model, s in summary["models"].items():
+        for f in s["threshold_sweep"]:
+            cells = [model, *(f"{f[k]:.3f}" if k != "threshold" else f"{f[k]:.2f}" for k in f)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
