@@ -175,8 +175,11 @@ def markdown(summary: dict) -> str:
         per_seed = ("per_seed_coverage", "per_seed_coverage_in", "per_seed_coverage_out")
         cells.append("; ".join(" ".join(f"{c:.3f}" for c in s[k]) for k in per_seed))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| model | threshold | flagged | misses flagged | coverage flagged | coverage kept |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| model | threshold | flagged | misses flagged | coverage flagged | coverage kept |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, s in summary["models"].items():
         for f in s["threshold_sweep"]:
             cells = [model, *(f"{f[k]:.3f}" if k != "threshold" else f"{f[k]:.2f}" for k in f)]
