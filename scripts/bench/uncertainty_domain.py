@@ -1,7 +1,7 @@
 """Coverage of the calibrated interval in and out of the applicability domain, for a finished run.
 
 For whoever checks issue 14's out-of-domain question on a regression dataset
-(BENCHMARKS_uq_logbb.md). Reads a workdir's clean table, split files, predictions and
+(BENCHMARKS.md, "Uncertainty out of the applicability domain"). Reads a workdir's clean table, split files, predictions and
 metrics.json (writes nothing there). Per model and seed:
   - the interval evaluate scores (biomol_dl.evaluate.calibrated_test_metrics, fitted on the
     validation rows with the model's own `uncertainty:` settings read back from its metrics.json,
