@@ -1,4 +1,4 @@
-"""Rule `featurize`: clean.csv -> results/{dataset}/featurize/{featurizer}.pt."""
+"""Rules `featurize` and `featurize_corpus`: a clean table -> a features .pt file."""
 
 import torch
 
@@ -12,7 +12,8 @@ torch.set_num_threads(job.threads)
 # the job's time limit in minutes (a --set-resources override included), which a protein LM's
 # estimated pass is checked against
 runtime = job.resources.get("runtime")
-name = f"{job.wildcards['dataset']}/{job.wildcards['featurizer']}"
+# rule featurize: <dataset>/<featurizer>; rule featurize_corpus: <corpus>/<featurizer>
+name = "/".join(job.wildcards.values())
 try:
     with tracking.job_run(job) as run:
         stats = run_featurize(
