@@ -9,9 +9,6 @@ from snakemake_job import job_from_snakemake
 job = job_from_snakemake(snakemake)
 logutil.configure(job.log_file)
 torch.set_num_threads(job.threads)
-# the job's time limit in minutes (a --set-resources override included), which a protein LM's
-# estimated pass is checked against
-runtime = job.resources.get("runtime")
 # rule featurize: <dataset>/<featurizer>; rule featurize_corpus: <corpus>/<featurizer>
 name = "/".join(job.wildcards.values())
 try:
@@ -21,7 +18,7 @@ try:
             job.params["spec"],
             job.output["features"],
             job.threads,
-            runtime=runtime if isinstance(runtime, int | float) else None,
+            runtime=job.runtime,  # a protein LM's estimated pass is checked against it
             name=name,
         )
         run.log_metrics(stats)

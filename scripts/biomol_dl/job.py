@@ -33,6 +33,13 @@ class Job:
     config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def runtime(self) -> int | None:
+        """The job's time limit in minutes (its `runtime` resource, a --set-resources override
+        included); None where it has none (a job built by hand, or a non-numeric value)."""
+        value = self.resources.get("runtime")
+        return int(value) if isinstance(value, int | float) else None
+
+    @property
     def log_file(self) -> str | None:
         """The job's main log: the log named `log`, else the first one."""
         if "log" in self.log:

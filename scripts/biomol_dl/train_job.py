@@ -187,8 +187,7 @@ def _predictions(
         precision=result.precision, head=head,
     )  # fmt: skip
     if sd is None:
-        sd = _dropout_sd(built.model, loader(built.dataset, False, seed), task, model_spec,
-                         result, seed)  # fmt: skip
+        sd = _dropout_sd(built.model, full, task, model_spec, result, seed)
     members = _ensemble_members(family, data, built.dataset, model_spec, init_file, loader, cfg,
                                 seed, task, preds, fit_args=fit_args)  # fmt: skip
     if members:
@@ -807,10 +806,9 @@ def main(job: Job) -> None:
 
         spec = apply_tuned(spec, job.input["tuned"])
     family = get_family(str(job.params["family"]))(spec.get("params") or {})
-    if isinstance(job.resources.get("runtime"), int | float):
-        # the job's own time limit (minutes; a --set-resources override included), against which
-        # a family's cost estimate is checked, rather than the family's default
-        family.job_runtime = int(job.resources["runtime"])
+    # the job's own time limit, against which a family's cost estimate is checked, rather than
+    # the family's default
+    family.job_runtime = job.runtime
     try:
         # the run's params are the model as it trains (a tuned model's, the study's best)
         with tracking.job_run(job, params={**dict(job.params), "model": spec}) as run:
